@@ -63,7 +63,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         out = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
@@ -83,6 +86,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `3e-5` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -94,7 +102,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except ValueError:
             raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
     return value
-
 
 
 def _build(cls: type[T], data: dict, where: str = "") -> T:
@@ -166,8 +173,12 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+) -> T:
     """Defaults <- ``base`` dict <- YAML at ``path`` <- dotted ``overrides``; then validate."""
     data = dict(base or {})
     if path is not None:
@@ -189,7 +200,9 @@ def validate_config(cfg: Any, where: str = "") -> None:
         try:
             cfg.validate()
         except ConfigError as e:
-            raise ConfigError(f"{where}{e}" if where and not str(e).startswith(where) else str(e)) from None
+            raise ConfigError(
+                f"{where}{e}" if where and not str(e).startswith(where) else str(e)
+            ) from None
 
 
 def to_dict(cfg: Any) -> dict:
