@@ -1,0 +1,175 @@
+"""Entry points of ``sama validate``, ``sama report`` and ``sama publish`` (``sama/cli.py``
+dispatches here). Each takes ``argv`` and returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sama validate",
+        description="Check every shard of a built dataset against its spec version: readable, "
+        "schema, tensor byte lengths vs shape/dtype, finite values, consistent provenance, "
+        "unique ids, every input of the build accounted for. Exit code 0 if valid, 1 if not.",
+    )
+    p.add_argument(
+        "root",
+        metavar="DIR_OR_URI",
+        help="dataset root (any fsspec URI) holding "
+        "clips/, pairs/, errors/, summary.json, build_config.yaml",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.add_argument(
+        "--skip-finite",
+        action="store_true",
+        help="do not decode float tensors to check for NaN/Inf (faster)",
+    )
+    return p
+
+
+def validate_main(argv: list[str] | None = None) -> int:
+    from pipelines.validate import validate
+
+    args = _validate_parser().parse_args(argv)
+    report = validate(args.root, check_finite=not args.skip_finite)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sama report",
+        description="Write one self-contained HTML page about a built dataset: counts, "
+        "distributions (inline SVG), validation, the most frequent errors, and a grid of "
+        "sample anchor frames and latent previews with their captions.",
+    )
+    p.add_argument("root", metavar="DIR_OR_URI", help="dataset root (any fsspec URI)")
+    p.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write (default: report.html)"
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=12,
+        metavar="N",
+        help="sample rows in the preview grid (default: 12)",
+    )
+    p.add_argument(
+        "--vae",
+        metavar="MODEL_DIR",
+        help="decode latent previews to pixels with "
+        "the Wan VAE in MODEL_DIR (needs sama[models]); default: a cheap preview of "
+        "latent channels 0-2",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="device for --vae: auto, cpu, cuda, cuda:N (default: auto = cuda when available)",
+    )
+    p.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="leave the validation section out (faster on large datasets)",
+    )
+    return p
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    from pipelines.report import write_report
+    from sama.errors import ConfigError
+
+    args = _report_parser().parse_args(argv)
+    if args.samples < 0:
+        print("sama report: --samples must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        out = write_report(
+            args.root,
+            args.output,
+            samples=args.samples,
+            vae_dir=args.vae,
+            device=args.device,
+            run_validation=not args.no_validate,
+        )
+    except (ImportError, ConfigError) as e:  # --vae: no models extra, or no model there
+        print(f"sama report: {e}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def _publish_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sama publish",
+        description="Validate a built dataset, lay it out as a Hub dataset repo (data/<kind>/"
+        "*.parquet, generated README.md card with one config per kind) and upload it in "
+        "batched, resumable commits. The token comes from HF_TOKEN or `hf auth login` and is "
+        "never printed. Refuses invalid data (exit code 1).",
+    )
+    p.add_argument("root", metavar="DIR", help="dataset root (any fsspec URI)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="dataset repo on the Hub, e.g. org/name")
+    p.add_argument(
+        "--dry-run",
+        metavar="OUT",
+        help="write the exact folder that would be "
+        "pushed to OUT (must be empty or new), print the plan, upload nothing",
+    )
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument(
+        "--license", help="licence id for the card (default: `license` from the build config)"
+    )
+    p.add_argument(
+        "--files-per-commit",
+        type=int,
+        default=50,
+        help="files per commit, at most 99 (default: 50)",
+    )
+    return p
+
+
+def publish_main(argv: list[str] | None = None) -> int:
+    from pipelines.publish import PublishRefused, plan_publish, upload, write_folder
+
+    args = _publish_parser().parse_args(argv)
+    if not 1 <= args.files_per_commit <= 99:
+        print("sama publish: --files-per-commit must be between 1 and 99", file=sys.stderr)
+        return 2
+    try:
+        plan = plan_publish(
+            args.root, args.repo_id, license=args.license, files_per_commit=args.files_per_commit
+        )
+        print(plan.format())
+        if args.dry_run:
+            print(f"dry run: wrote {write_folder(plan, args.dry_run)}; nothing uploaded")
+            return 0
+        return _upload(plan, args, upload)
+    except PublishRefused as e:
+        print(f"sama publish: {e}", file=sys.stderr)
+        return 1
+
+
+def _upload(plan, args, upload) -> int:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.is_offline_mode():
+        print(
+            "sama publish: HF_HUB_OFFLINE is set; unset it to upload (or use --dry-run OUT)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        result = upload(plan, endpoint=args.endpoint, private=args.private, revision=args.revision)
+    except HfHubHTTPError as e:  # the message names the URL and status, never the token
+        print(f"sama publish: the Hub refused a request: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"published {args.repo_id}: {len(result.uploaded)} uploaded, {len(result.skipped)} "
+        f"already there, {len(result.deleted)} stale deleted, {len(result.commits)} commit(s)"
+    )
+    return 0
