@@ -97,6 +97,10 @@ def iter_row_groups(uri: str, fs=None, columns=None) -> Iterator[pa.Table]:
 def list_shards(root: str, kind: str, fs=None) -> list[str]:
     """Sorted shard paths of ``kind`` (``clips``, ``pairs``, ``errors``) under ``root``."""
     fs, path = url_to_fs(root, fs)
-    found = sorted(fs.glob(posixpath.join(path, kind, "*.parquet")))
+    found = sorted(
+        p
+        for p in fs.glob(posixpath.join(path, kind, "*.parquet"))
+        if not posixpath.basename(p).startswith(".")  # in-flight temp files of write_shard
+    )
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     return found if local else [fs.unstrip_protocol(p) for p in found]

@@ -101,13 +101,18 @@ def test_shard_write_read_atomic_and_validated(tmp_path):
     }
     for root in (str(tmp_path / "ds"), "memory://ds-test"):
         write_shard(f"{root}/clips/part-0.parquet", table, CLIPS_V1, prov, row_group_rows=2)
+        fs, base = fsspec.core.url_to_fs(f"{root}/clips")
+        with fs.open(f"{base}/.tmp-abc-part-1.parquet", "wb") as f:
+            f.write(b"half-written")
         shards = list_shards(root, "clips")
-        assert len(shards) == 1
+        assert len(shards) == 1, shards
         assert read_provenance(read_schema(shards[0]))["vae"] == {"id": "v"}
         assert read_shard(shards[0]).num_rows == 5
         assert [t.num_rows for t in iter_row_groups(shards[0])] == [2, 2, 1]
     fs = fsspec.filesystem("file")
-    assert not [p for p in fs.ls(str(tmp_path / "ds" / "clips")) if ".tmp-" in p]
+    assert [p for p in fs.ls(str(tmp_path / "ds" / "clips")) if ".tmp-" in p] == [
+        str(tmp_path / "ds" / "clips" / ".tmp-abc-part-1.parquet")
+    ]
     bad = table.drop_columns(["caption"])
     with pytest.raises(SchemaError, match="caption"):
         write_shard(str(tmp_path / "bad.parquet"), bad, CLIPS_V1, prov)
