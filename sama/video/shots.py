@@ -9,9 +9,12 @@ Why it is written this way:
   through ``process_frame``; no ``SceneManager``/``VideoStream``, so one decode loop serves any
   file object (fsspec ``memory://``, ``s3://``...) and we choose the decode resolution.
 - ``fast`` preset: for ``yuv420p`` (nearly all H.264/HEVC/AV1 8-bit) the decoded planes are
-  area-downscaled with OpenCV and converted to BGR at ``downscale_width``; this measured faster
-  than FFmpeg's swscale doing scale+convert in one pass (bench/bench_shots.py), and the detector
-  then works on ~37k pixels instead of ~920k. ``accurate`` feeds full-resolution BGR frames.
+  area-downscaled with OpenCV and converted to BGR at ``downscale_width`` (~0.6 ms per 720p
+  frame, a little less than FFmpeg's swscale area scaler, without its aliasing fast-bilinear),
+  so the detector works on ~37k pixels instead of ~920k. With ``skip_loop_filter`` the H.264/
+  HEVC decoder also skips in-loop deblocking: ~15% faster decoding (bench/bench_shots.py), and
+  frame scores move by < 0.6 (threshold 27), even at crf 36 with keyframes off the cuts.
+  No frame is ever skipped. ``accurate`` feeds full-quality, full-resolution BGR frames.
 - Nothing is dropped: the returned shots tile ``[0, num_frames)`` exactly. ``min_shot_frames``
   only tells the detector to merge cuts closer than that (flash filter); a first or last shot may
   still be shorter. Deciding which shots are usable is the clip maker's job, so it can record a
@@ -53,6 +56,7 @@ class ShotConfig:
     downscale_width: int = 256  # fast preset: detector input width (never upscales)
     backend: Literal["auto", "pyav", "opencv"] = "pyav"  # auto = pyav
     decode_threads: int = 1  # FFmpeg decoder threads; 1 keeps Ray's CPU accounting honest, 0 = auto
+    skip_loop_filter: bool = True  # fast preset: the decoder skips deblocking (see module doc)
 
     def validate(self) -> ShotConfig:
         """Raise ``ConfigError`` naming the field and the fix; return self when valid."""
@@ -91,7 +95,10 @@ class ShotConfig:
         else:
             det = f"adaptive(adaptive_threshold={self.adaptive_threshold:g}"
         det += f", min_shot_frames={self.min_shot_frames})"
-        preset = f"fast(width={self.downscale_width})" if self.preset == "fast" else "accurate"
+        preset = "accurate"
+        if self.preset == "fast":
+            nolf = ", skip_loop_filter" if self.skip_loop_filter else ""
+            preset = f"fast(width={self.downscale_width}{nolf})"
         return (
             f"scenedetect-{_scenedetect_version()} {det} preset={preset} "
             f"max_shot_frames={self.max_shot_frames} backend={self.backend}"
@@ -149,6 +156,8 @@ def detect_shots(uri: str, cfg: ShotConfig | None = None, fs: Any = None) -> lis
             raise SampleError(ErrorKind.NOT_A_VIDEO, f"{uri}: no frame rate", stage=STAGE)
         stream.codec_context.thread_type = "SLICE" if cfg.decode_threads == 1 else "AUTO"
         stream.codec_context.thread_count = cfg.decode_threads
+        if cfg.preset == "fast" and cfg.skip_loop_filter:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         frames = _pyav_iter(uri, container, stream, _frame_converter(cfg))
         return _detect(rate, frames, cfg)
 

@@ -124,8 +124,9 @@ def test_fast_and_accurate_presets_agree(cases, tmp_path):
     for path, truth, _ in videos:
         fast = detect_shots(path, ShotConfig(preset="fast"))
         fast48 = detect_shots(path, ShotConfig(preset="fast", downscale_width=48))
+        deblocked = detect_shots(path, ShotConfig(preset="fast", skip_loop_filter=False))
         accurate = detect_shots(path, ShotConfig(preset="accurate"))
-        assert _cuts(fast) == _cuts(fast48) == _cuts(accurate)
+        assert _cuts(fast) == _cuts(fast48) == _cuts(deblocked) == _cuts(accurate)
         assert cut_f1(_cuts(accurate), truth) == (len(truth), 0, 0)
 
 
@@ -252,7 +253,8 @@ def test_describe_names_everything_that_changes_cuts():
 
     fast = ShotConfig().describe()
     assert f"scenedetect-{scenedetect.__version__}" in fast
-    assert "content(threshold=27" in fast and "fast(width=256)" in fast
+    assert "content(threshold=27" in fast and "fast(width=256, skip_loop_filter)" in fast
+    assert "fast(width=256)" in ShotConfig(skip_loop_filter=False).describe()
     adaptive = ShotConfig(detector="adaptive", preset="accurate", max_shot_frames=100).describe()
     assert "adaptive(adaptive_threshold=3" in adaptive
     assert "accurate" in adaptive and "max_shot_frames=100" in adaptive
