@@ -11,10 +11,12 @@ measures in one run:
   in the calling thread (0 workers: the cost one worker pays) and with ``--workers``
   background threads; goal >= 0.7x raw;
 - pretext: the stage-0 corruption (``sama.pretext.make_pretext_sample``) per batch as a share
-  of a one-worker loader step; goal <= 5%.
+  of a one-worker loader step; goal <= 5%;
+- data wait: the share of time a consumer whose step takes twice a one-worker loader step
+  (sleeping, as a GPU-bound step leaves the CPU free) waits for batches.
 
 Everything runs with one torch thread, as the loader's workers do. On a shared or busy
-machine the numbers move a lot between runs; each figure is the best of two passes.
+machine the numbers move a lot between runs; each figure is the best of three passes.
 """
 
 from __future__ import annotations
@@ -77,6 +79,22 @@ def loader_epoch(cfg: DataConfig, transform=None) -> tuple[float, int, int]:
     return time.perf_counter() - t0, samples, n
 
 
+def data_wait(cfg: DataConfig, step_s: float, transform=None) -> float:
+    """Share of time the consumer waits for batches when each step takes ``step_s`` (sleep:
+    a GPU-bound step leaves the CPU to the workers)."""
+    loader = StreamingLoader(cfg, transform=transform)
+    it, waited = iter(loader), 0.0
+    next(it)  # start-up (index, first reads) is not a steady-state wait
+    n = loader.batches_in_epoch() - 1
+    t_all = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        next(it)
+        waited += time.perf_counter() - t0
+        time.sleep(step_s)
+    return waited / (time.perf_counter() - t_all)
+
+
 def pretext_cost(cfg: DataConfig, batches: int = 12) -> tuple[float, int] | None:
     """(seconds spent in the corruption, batches) over the first ``batches`` batches."""
     try:
@@ -129,7 +147,7 @@ def main() -> None:
         step_s = None
         for workers in (0, args.workers):
             cfg.num_workers, cfg.prefetch = workers, max(2, 2 * workers)
-            secs, samples, batches = min((loader_epoch(cfg) for _ in range(2)), key=lambda r: r[0])
+            secs, samples, batches = min((loader_epoch(cfg) for _ in range(3)), key=lambda r: r[0])
             rate = samples / secs
             if workers == 0:
                 step_s = secs / batches
@@ -138,6 +156,12 @@ def main() -> None:
                 f"loader, {workers} workers : {rate:8.1f} samples/s = {rate / raw_rate:.2f}x raw "
                 f"(goal >= 0.7x: {ok})"
             )
+        cfg.num_workers, cfg.prefetch = args.workers, 2 * args.workers
+        sim = 2 * step_s
+        print(
+            f"data wait, {args.workers} workers, simulated {sim * 1e3:.0f} ms GPU step: "
+            f"{data_wait(cfg, sim):.1%} of step time"
+        )
         cfg.num_workers = 0
         cost = pretext_cost(cfg)
         if cost is None:

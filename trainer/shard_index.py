@@ -12,6 +12,7 @@ K tokens per anchor (65), D SigLIP width, L text tokens, E text width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from datasets_spec import CLIPS_V1, PAIRS_V1, SchemaError
 from datasets_spec.base import SPEC_KEY
 from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, lookup, read_provenance
-from datasets_spec.tensors import TensorDecodeError, expected_nbytes
+from datasets_spec.tensors import TensorDecodeError, expected_nbytes, itemsize
 from sama.errors import ConfigError
 from sama.shards import list_shards, url_to_fs
 from trainer.batching import BucketKey, Unit
@@ -208,7 +209,7 @@ def tensor_view(tbl: pa.Table, name: str, i: int, small: dict):
     if not cell.is_valid:
         return None
     buf, shape, dtype = cell.as_buffer(), small[f"{name}_shape"][i], small[f"{name}_dtype"][i]
-    if buf.size != expected_nbytes(shape, dtype):
+    if buf.size != math.prod(shape) * itemsize(dtype):
         raise TensorDecodeError(
             f"column {name!r} row {i}: {buf.size} bytes, but shape {shape} "
             f"of {dtype} needs {expected_nbytes(shape, dtype)}"
@@ -241,9 +242,10 @@ def decode_rows(
 
     Keys: ``kind`` (clip|pair), ``sample_id``, ``bucket`` (w, h), ``num_frames``, ``media``
     (image|video), ``target_latents`` [C,T,H,W], ``anchor_tokens`` [N,K,D], ``text_prompts``
-    (list or None), ``text_embeds`` (one [L_i, E] per prompt, cut to ``max_text_tokens``, own
-    memory: they stay lists in a batch, or None); clips add ``caption``; pairs add ``source_latents`` [C,T,H,W], ``instruction``,
-    ``corpus``. Tensors are views of ``tbl``'s buffers (see ``own``).
+    (list or None), ``text_embeds`` (one [L_i, E] per prompt, cut to ``max_text_tokens``; own
+    memory, as they stay lists in a batch; or None); clips add ``caption``; pairs add
+    ``source_latents`` [C,T,H,W], ``instruction``, ``corpus``. The other tensors are views of
+    ``tbl``'s buffers (see ``own``).
     """
     import torch
 
