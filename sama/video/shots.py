@@ -3,7 +3,8 @@
 Why it is written this way:
 
 - Frames are decoded with PyAV (FFmpeg), not OpenCV or decord: OpenCV's reader silently returns
-  0 frames on AV1 (and decord cannot open it), which would turn a whole dataset into "no shots".
+  0 frames on AV1 (decord's bundled FFmpeg lacks AV1 too), which would turn a whole dataset
+  into "no shots".
   The ``opencv`` backend exists only for comparison and local files.
 - PySceneDetect's detectors (``ContentDetector``/``AdaptiveDetector``) are fed frame by frame
   through ``process_frame``; no ``SceneManager``/``VideoStream``, so one decode loop serves any
@@ -12,8 +13,9 @@ Why it is written this way:
   area-downscaled with OpenCV and converted to BGR at ``downscale_width`` (~0.6 ms per 720p
   frame, a little less than FFmpeg's swscale area scaler, without its aliasing fast-bilinear),
   so the detector works on ~37k pixels instead of ~920k. With ``skip_loop_filter`` the H.264/
-  HEVC decoder also skips in-loop deblocking: ~15% faster decoding (bench/bench_shots.py), and
-  frame scores move by < 0.6 (threshold 27), even at crf 36 with keyframes off the cuts.
+  HEVC decoder also skips in-loop deblocking: ~15% faster decoding (bench/bench_shots.py), while
+  frame scores moved by < 0.6 (threshold 27) on our synthetic 720p tests, even at crf 36 with
+  keyframes away from the cuts.
   No frame is ever skipped. ``accurate`` feeds full-quality, full-resolution BGR frames.
 - Nothing is dropped: the returned shots tile ``[0, num_frames)`` exactly. ``min_shot_frames``
   only tells the detector to merge cuts closer than that (flash filter); a first or last shot may
