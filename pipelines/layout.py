@@ -52,7 +52,7 @@ def open_dataset_dir(root: str, fs=None) -> DatasetDir:
     fs, path = url_to_fs(root, fs)
     out = DatasetDir(root=root, fs=fs)
     for kind in KINDS:
-        found = list_shards(root, kind, fs) if fs.exists(posixpath.join(path, kind)) else []
+        found = list_shards(root, kind, fs, include_temp=True) if fs.exists(posixpath.join(path, kind)) else []
         out.shards[kind] = [p for p in found if not posixpath.basename(p).startswith(".")]
         out.leftovers += [p for p in found if posixpath.basename(p).startswith(".")]
     out.summary, out.summary_error = _read_text(fs, posixpath.join(path, SUMMARY_FILE), json.loads)

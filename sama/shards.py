@@ -94,13 +94,16 @@ def iter_row_groups(uri: str, fs=None, columns=None) -> Iterator[pa.Table]:
             yield pf.read_row_group(i, columns=columns)
 
 
-def list_shards(root: str, kind: str, fs=None) -> list[str]:
-    """Sorted shard paths of ``kind`` (``clips``, ``pairs``, ``errors``) under ``root``."""
+def list_shards(root: str, kind: str, fs=None, *, include_temp: bool = False) -> list[str]:
+    """Sorted shard paths of ``kind`` (``clips``, ``pairs``, ``errors``) under ``root``.
+
+    In-flight temp files of ``write_shard`` (``.tmp-*``) are left out unless ``include_temp``.
+    """
     fs, path = url_to_fs(root, fs)
     found = sorted(
         p
         for p in fs.glob(posixpath.join(path, kind, "*.parquet"))
-        if not posixpath.basename(p).startswith(".")  # in-flight temp files of write_shard
+        if include_temp or not posixpath.basename(p).startswith(".")
     )
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     return found if local else [fs.unstrip_protocol(p) for p in found]
