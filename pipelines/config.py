@@ -1,0 +1,281 @@
+"""Typed config of ``sama build`` (CONVENTIONS.md rule 4): defaults here, YAML holds what differs.
+
+``load_build_config(path, overrides)`` = defaults <- YAML <- ``a.b=value`` overrides, then every
+section's ``validate()``; encoder model ids may say ``{models_dir}/wan`` and are resolved against
+the top-level ``models_dir`` (the demo and the tests point it at a tiny-model bundle).
+
+Which fields change the rows (``output_fingerprint``) and which only change how the build runs
+(``engine``, shard sizes, where the inputs/outputs live) matters for resume: a re-run whose
+fingerprint differs refuses to write into the same output (``pipelines/resume.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sama.config import check, load_config, to_dict
+from sama.encoders.config import SiglipConfig, TextEncoderConfig, VAEConfig
+from sama.errors import ConfigError
+from sama.video.frames import is_valid_num_frames
+from sama.video.shots import ShotConfig
+
+VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts"]
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class InputConfig:
+    """Where the videos are: a directory (searched recursively), a glob, a single video, or a
+    manifest (``.csv``/``.jsonl``/``.parquet``) with a ``video`` column and optional ``caption``
+    and ``id``; any fsspec URI. Relative manifest paths are relative to the manifest."""
+
+    uri: str = ""
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    video_column: str = "video"
+    caption_column: str = "caption"
+    id_column: str = "id"
+    limit: int = 0  # 0 = every input; N = the first N (sorted listing / manifest order)
+    storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec
+
+    def validate(self) -> None:
+        check(bool(self.uri), "input.uri is empty; set input.uri=DIR, a glob or a manifest")
+        check(self.limit >= 0, f"input.limit={self.limit} must be >= 0 (0 = all)")
+        bad = [e for e in self.extensions if not e.startswith(".")]
+        check(not bad, f"input.extensions {bad} must start with a dot, e.g. '.mp4'")
+
+
+@dataclass
+class OutputConfig:
+    """``ROOT/clips/*.parquet``, ``ROOT/errors/*.parquet``, ``ROOT/_state/`` (resume)."""
+
+    uri: str = ""
+    shard_size_mb: float = 512.0  # uncompressed bytes buffered per shard (tensors dominate)
+    row_group_rows: int = 32  # rows of one bucket per row group
+    # what to do when ROOT already holds a build: continue it (same fingerprint only),
+    # delete it first, or refuse
+    if_exists: Literal["resume", "overwrite", "error"] = "resume"
+    # write buffered rows (partial row groups included) at least this often, so a killed build
+    # loses at most this much work; 0 = only when a shard is full and at the end
+    flush_interval_s: float = 300.0
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        check(bool(self.uri), "output.uri is empty; set output.uri=DIR (any fsspec URI)")
+        check(self.shard_size_mb > 0, f"output.shard_size_mb={self.shard_size_mb} must be > 0")
+        check(self.row_group_rows >= 1, "output.row_group_rows must be >= 1 (e.g. 32)")
+        check(self.flush_interval_s >= 0, "output.flush_interval_s must be >= 0 (0 = off)")
+
+
+@dataclass
+class StageResources:
+    """How one stage runs on Ray: parallel tasks/actors, rows per call, resources per worker."""
+
+    concurrency: int = 0  # tasks: max in flight (0 = as many as fit); actors: pool size (0 = 1)
+    batch_size: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def validate(self) -> None:
+        check(self.concurrency >= 0, f"concurrency={self.concurrency} must be >= 0")
+        check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        check(self.num_cpus >= 0 and self.num_gpus >= 0, "num_cpus and num_gpus must be >= 0")
+
+
+def _actor(batch_size: int = 4) -> StageResources:
+    return StageResources(concurrency=1, batch_size=batch_size)
+
+
+@dataclass
+class EngineConfig:
+    """Ray: start a local instance (capped) or join ``ray_address``; or run in-process."""
+
+    executor: Literal["ray", "local"] = "ray"  # local: one process, no Ray (debugging, memory://)
+    ray_address: str = ""  # "" = start a local Ray; "auto" or "HOST:PORT" = join a cluster
+    num_cpus: int = 0  # local Ray only; 0 = every core
+    num_gpus: int = -1  # local Ray only; -1 = autodetect
+    object_store_mb: int = 0  # local Ray only; 0 = Ray's default
+    strict: bool = False  # check that every batch carries exactly the declared columns
+    task_retries: int = 2  # Ray retries of a failed task / restarts of a failed actor
+    probe: StageResources = field(default_factory=StageResources)
+    shots: StageResources = field(default_factory=StageResources)
+    clips: StageResources = field(default_factory=StageResources)
+    caption: StageResources = field(default_factory=StageResources)
+    latents: StageResources = field(default_factory=_actor)
+    anchors: StageResources = field(default_factory=_actor)
+    text: StageResources = field(default_factory=lambda: _actor(16))
+
+    def validate(self) -> None:
+        check(self.num_cpus >= 0, f"engine.num_cpus={self.num_cpus} must be >= 0 (0 = all)")
+        check(self.object_store_mb >= 0, "engine.object_store_mb must be >= 0 (0 = default)")
+        check(self.task_retries >= 0, "engine.task_retries must be >= 0")
+
+
+@dataclass
+class ClipsConfig:
+    """Clips cut from shots (SAMA.md §1): the first F = 4k+1 frames, 480p aspect buckets."""
+
+    resolution: int = 480  # bucket table scaled by resolution / 480 (sides multiples of 16)
+    num_frames: int = 81
+    long_shot: Literal["first", "multi"] = "first"  # one clip per shot, or back-to-back clips
+    max_clips_per_shot: int = 0  # multi only; 0 = as many as fit
+    # shots shorter than num_frames but at least min_frames give one shorter 4k+1 clip;
+    # 0 = min_frames = num_frames (only full-length clips)
+    min_frames: int = 0
+    # a gap between two clips longer than this is skipped by seeking instead of decoding
+    seek_gap_frames: int = 240
+
+    def validate(self) -> None:
+        check(self.resolution >= 16, f"clips.resolution={self.resolution} must be >= 16")
+        check(
+            is_valid_num_frames(self.num_frames),
+            f"clips.num_frames={self.num_frames} must be 4k+1 (e.g. 17, 33, 81)",
+        )
+        check(
+            self.min_frames == 0
+            or (is_valid_num_frames(self.min_frames) and self.min_frames <= self.num_frames),
+            f"clips.min_frames={self.min_frames} must be 0 or 4k+1 <= num_frames",
+        )
+        check(self.max_clips_per_shot >= 0, "clips.max_clips_per_shot must be >= 0")
+        check(self.seek_gap_frames >= 0, "clips.seek_gap_frames must be >= 0")
+
+    @property
+    def shortest_clip(self) -> int:
+        return self.min_frames or self.num_frames
+
+
+@dataclass
+class CaptionConfig:
+    """Where captions come from: the manifest, a VLM captioner (transformers), or none."""
+
+    source: Literal["manifest", "vlm", "none"] = "manifest"
+    on_missing: Literal["error", "empty"] = "error"  # manifest row without a caption
+    model_id: str = ""  # vlm: an image-text-to-text model id or local directory
+    revision: str | None = None
+    prompt: str = "Describe this video in one detailed sentence."
+    num_frames: int = 4  # frames sampled uniformly from the clip and shown to the VLM
+    max_new_tokens: int = 77
+    device: str = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+    def validate(self) -> None:
+        if self.source == "vlm":
+            check(bool(self.model_id), "caption.source=vlm needs caption.model_id (hub id/dir)")
+        check(self.num_frames >= 1, "caption.num_frames must be >= 1")
+        check(self.max_new_tokens >= 1, "caption.max_new_tokens must be >= 1")
+
+
+@dataclass
+class AnchorsConfig:
+    """Anchor frames for semantic anchoring (SAMA.md §2): N frames of each clip."""
+
+    num: int = 1
+    policy: Literal["first", "uniform"] = "first"  # first = frame 0; uniform = linspace(0, F-1)
+
+    def validate(self) -> None:
+        check(self.num >= 1, f"anchors.num={self.num} must be >= 1")
+        check(
+            self.policy != "first" or self.num == 1,
+            "anchors.policy=first takes one anchor (frame 0); use anchors.policy=uniform "
+            f"for anchors.num={self.num}",
+        )
+
+
+@dataclass
+class TextConfig:
+    """Optional umT5 embeddings of every prompt the trainer uses for a clip (SAMA.md §3)."""
+
+    enabled: bool = False
+    encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+
+@dataclass
+class BuildConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    siglip: SiglipConfig = field(default_factory=SiglipConfig)
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    models_dir: str = ""  # substituted for "{models_dir}" in encoder model ids
+    seed: int = 0
+
+    def validate(self) -> None:
+        for where, cfg in self._model_sections():
+            if "{models_dir}" in cfg.model_id and not self.models_dir:
+                raise ConfigError(
+                    f"{where}.model_id={cfg.model_id!r} uses {{models_dir}} but models_dir is "
+                    "not set; pass models_dir=DIR (e.g. the output of `sama models make-tiny`)"
+                )
+
+    def _model_sections(self) -> list[tuple[str, Any]]:
+        return [
+            ("vae", self.vae),
+            ("siglip", self.siglip),
+            ("text.encoder", self.text.encoder),
+            ("caption", self.caption),
+        ]
+
+    def resolved(self) -> BuildConfig:
+        """A copy with ``{models_dir}`` substituted in every model id."""
+        out = dataclasses.replace(self)
+        models_dir = str(Path(self.models_dir).expanduser()) if self.models_dir else ""
+        for name in ("vae", "siglip", "caption"):
+            sub = getattr(self, name)
+            setattr(
+                out,
+                name,
+                dataclasses.replace(sub, model_id=sub.model_id.replace("{models_dir}", models_dir)),
+            )
+        enc = self.text.encoder
+        out.text = dataclasses.replace(
+            self.text,
+            encoder=dataclasses.replace(
+                enc, model_id=enc.model_id.replace("{models_dir}", models_dir)
+            ),
+        )
+        return out
+
+
+def load_build_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> BuildConfig:
+    """Defaults <- YAML at ``path`` <- ``a.b=value`` overrides; validated and resolved."""
+    return load_config(BuildConfig, path, overrides).resolved()
+
+
+# Sections/fields that change how a build runs, not which rows it writes.
+_RUNTIME_FIELDS = {
+    "engine": None,
+    "output": (
+        "uri",
+        "if_exists",
+        "shard_size_mb",
+        "row_group_rows",
+        "flush_interval_s",
+        "storage_options",
+    ),
+    "input": ("uri", "limit", "storage_options"),
+    "models_dir": None,
+}
+
+
+def output_fingerprint(cfg: BuildConfig) -> dict:
+    """The part of the config that decides the rows (everything but the runtime fields).
+
+    Resolved model paths stay in: a different model directory may hold different weights.
+    """
+    data = to_dict(cfg)
+    for key, fields in _RUNTIME_FIELDS.items():
+        if fields is None:
+            data.pop(key, None)
+        else:
+            for f in fields:
+                data[key].pop(f, None)
+    return data

@@ -1,0 +1,256 @@
+"""MakeClips: cut 4k+1-frame clips from the shots, in the nearest aspect bucket (SAMA.md §1).
+
+IN: the probe columns and the shot lists. OUT: one row per clip with its position
+(``clip_id``, ``shot_*``, ``start_frame``, ``start_s``, ``num_frames``), its bucket, simple
+statistics (``mean_luma``, ``motion_score``) and its frames (``frames``: uint8 T,H,W,3 at the
+bucket size, for the encoders). Fan-out: 1 video -> N clips, yielded one clip at a time.
+Resources: 1 CPU task per video.
+
+Decoding: each video is streamed once (``sama.video.decode.iter_frames``) from the first clip
+to the last; only a gap longer than ``clips.seek_gap_frames`` between two clips is skipped by
+a seek (cheaper than decoding it). Each frame is cover-resized + centre-cropped to the bucket as
+it arrives, so memory holds one clip at bucket size, never the video.
+
+Shots shorter than a clip are skipped; a video with no usable shot is a ``no_usable_shot``
+error row (``too_short`` if the whole video is shorter than a clip). If decoding fails midway,
+the clips already made are kept and one error row stands for the rest (``row_weight``).
+
+Legend: ``frame_HWC`` one RGB frame, ``clip_THWC`` the frames of one clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.stages.base import Batch, Row, Stage, clip_columns, is_error
+from pipelines.stages.probe_videos import input_fs, video_info
+from sama.errors import ErrorKind, SampleError
+from sama.video.frames import clip_starts, floor_4k1
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    shot_index: int
+    clip_index: int
+    shot_start: int
+    shot_end: int
+    start: int
+    num_frames: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.num_frames
+
+
+def plan_clips(
+    shot_starts: list[int],
+    shot_ends: list[int],
+    num_frames: int,
+    long_shot: str = "first",
+    min_frames: int = 0,
+    max_clips_per_shot: int = 0,
+) -> list[ClipPlan]:
+    """The clips of a video: per shot, ``clip_starts`` clips of ``num_frames`` frames, or one
+    ``floor_4k1(len)`` clip if the shot is shorter but has ``min_frames`` (> 0)."""
+    plans = []
+    for s, (a, b) in enumerate(zip(shot_starts, shot_ends, strict=True)):
+        length = b - a
+        if length >= num_frames:
+            starts, n = clip_starts(length, num_frames, long_shot), num_frames
+            if max_clips_per_shot:
+                starts = starts[:max_clips_per_shot]
+        elif min_frames and length >= min_frames:
+            starts, n = [0], floor_4k1(length)
+        else:
+            continue
+        plans += [ClipPlan(s, c, a, b, a + st, n) for c, st in enumerate(starts)]
+    return plans
+
+
+def decode_runs(plans: list[ClipPlan], seek_gap_frames: int) -> list[list[ClipPlan]]:
+    """Group clips (in frame order) into runs decoded as one stream; a longer gap splits."""
+    runs: list[list[ClipPlan]] = []
+    for p in sorted(plans, key=lambda p: p.start):
+        if runs and p.start - runs[-1][-1].end <= seek_gap_frames:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def clip_stats(clip_THWC: np.ndarray) -> tuple[float, float]:
+    """(mean luma, mean |luma difference| of consecutive frames), both on a 0-255 scale."""
+    luma_THW = clip_THWC.astype(np.float32) @ _LUMA
+    motion = float(np.abs(np.diff(luma_THW, axis=0)).mean()) if len(luma_THW) > 1 else 0.0
+    return float(luma_THW.mean()), motion
+
+
+class MakeClips(Stage):
+    name = "make_clips"
+    engine_key = "clips"
+    inputs = (
+        *clip_columns("video_id", "source_uri", "fps", "orig_width", "orig_height"),
+        "shot_starts",
+        "shot_ends",
+        "video_num_frames",
+        "video_duration_s",
+        "video_codec",
+        "video_rotation",
+        "video_size_bytes",
+        "video_backend",
+    )
+    outputs = (
+        *clip_columns(
+            "clip_id",
+            "shot_index",
+            "clip_index",
+            "shot_start_frame",
+            "shot_end_frame",
+            "start_frame",
+            "start_s",
+            "num_frames",
+            "bucket_width",
+            "bucket_height",
+            "mean_luma",
+            "motion_score",
+        ),
+        "frames",
+        "frames_shape",
+        "input_rows",
+        "row_weight",
+    )
+    drops = (
+        "shot_starts",
+        "shot_ends",
+        "video_num_frames",
+        "video_duration_s",
+        "video_codec",
+        "video_rotation",
+        "video_size_bytes",
+        "video_backend",
+    )
+
+    def process(self, batch: Batch) -> Iterator[Batch]:
+        for row in batch:
+            if is_error(row):
+                yield [self.passthrough(row)]
+                continue
+            try:
+                plans = self._plan(row)
+            except SampleError as e:
+                yield [self.fail(row, e)]
+                continue
+            for out in self._clips(row, plans):
+                yield [out]
+
+    def _plan(self, row: Row) -> list[ClipPlan]:
+        c = self.cfg.clips
+        plans = plan_clips(
+            row["shot_starts"],
+            row["shot_ends"],
+            c.num_frames,
+            c.long_shot,
+            c.min_frames,
+            c.max_clips_per_shot,
+        )
+        if plans:
+            return plans
+        total = row["shot_ends"][-1] if row["shot_ends"] else 0
+        longest = max(
+            (b - a for a, b in zip(row["shot_starts"], row["shot_ends"], strict=True)), default=0
+        )
+        if total < c.shortest_clip:
+            raise SampleError(
+                ErrorKind.TOO_SHORT,
+                f"{total} decodable frames, a clip needs {c.shortest_clip}",
+                stage=self.name,
+            )
+        raise SampleError(
+            ErrorKind.NO_USABLE_SHOT,
+            f"{len(row['shot_starts'])} shots, the "
+            f"longest has {longest} frames, a clip needs {c.shortest_clip}",
+            stage=self.name,
+        )
+
+    def _clips(self, row: Row, plans: list[ClipPlan]) -> Iterator[Row]:
+        from sama.video.buckets import buckets_for, nearest_bucket
+
+        bucket = nearest_bucket(
+            row["orig_width"], row["orig_height"], buckets_for(self.cfg.clips.resolution)
+        )
+        made = 0
+        try:
+            for run in decode_runs(plans, self.cfg.clips.seek_gap_frames):
+                frames = self._stream(row, run)
+                for plan in run:
+                    clip_THWC = _take(frames, plan, bucket)
+                    yield self.merge(row, self._clip_row(row, plan, bucket, clip_THWC, len(plans)))
+                    made += 1
+        except SampleError as e:  # the clips made so far stay; one error row for the rest
+            yield self.fail(row, e, weight=len(plans) - made) | {"input_rows": len(plans)}
+
+    def _stream(self, row: Row, run: list[ClipPlan]) -> Iterator[tuple[int, np.ndarray]]:
+        from sama.video.decode import iter_frames
+
+        uri, first = row["source_uri"], run[0].start
+        it = iter_frames(
+            uri,
+            start=first,
+            count=run[-1].end - first,
+            info=video_info(row),
+            fs=input_fs(uri, self.cfg.input.storage_options),
+        )
+        return enumerate(it, start=first)
+
+    def _clip_row(
+        self, row: Row, plan: ClipPlan, bucket: tuple[int, int], clip_THWC: np.ndarray, n_clips: int
+    ) -> Row:
+        luma, motion = clip_stats(clip_THWC)
+        return {
+            "clip_id": f"{row['video_id']}-s{plan.shot_index:03d}-c{plan.clip_index:02d}",
+            "shot_index": plan.shot_index,
+            "clip_index": plan.clip_index,
+            "shot_start_frame": plan.shot_start,
+            "shot_end_frame": plan.shot_end,
+            "start_frame": plan.start,
+            "start_s": plan.start / row["fps"],
+            "num_frames": plan.num_frames,
+            "bucket_width": bucket[0],
+            "bucket_height": bucket[1],
+            "mean_luma": luma,
+            "motion_score": motion,
+            "frames": clip_THWC.tobytes(),
+            "frames_shape": list(clip_THWC.shape),
+            "input_rows": n_clips,
+            "row_weight": 1,
+        }
+
+
+def _take(
+    frames: Iterator[tuple[int, np.ndarray]], plan: ClipPlan, bucket: tuple[int, int]
+) -> np.ndarray:
+    """Consume the stream up to the end of ``plan``; its frames resized into the bucket."""
+    from sama.video.buckets import resize_crop
+
+    w, h = bucket
+    clip_THWC = np.empty((plan.num_frames, h, w, 3), dtype=np.uint8)
+    got = 0
+    for idx, frame_HWC in frames:
+        if idx >= plan.start:
+            clip_THWC[idx - plan.start] = resize_crop(frame_HWC, bucket)
+            got += 1
+        if idx + 1 >= plan.end:
+            break
+    if got < plan.num_frames:
+        raise SampleError(
+            ErrorKind.TRUNCATED,
+            f"the video ended after {got} of the "
+            f"{plan.num_frames} frames of the clip at frame {plan.start}",
+            stage="decode",
+        )
+    return clip_THWC
