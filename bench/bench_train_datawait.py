@@ -59,7 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args()
+    args, _ = p.parse_known_args()  # `python -m bench NAME` leaves NAME in argv
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         models = str(Path(tmp) / "models")

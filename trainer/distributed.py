@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,9 @@ def wrap_model(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
     if d.mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # SamaTransformer returns views (the unpatchified velocity); FSDP2 warns that in-place
+        # ops on them would skip its backward hook. The loss only reads them out of place.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view")
         mp = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import time
@@ -29,9 +28,10 @@ from typing import Any
 
 import torch
 
-from sama.config import dump_config
+from sama.config import config_hash, dump_config
 from sama.errors import ConfigError
 from trainer import checkpoint as ckpt_io
+from trainer.bundle import build_model, expected_provenance, init_from_checkpoint, siglip_width
 from trainer.config import OptimConfig, TrainConfig, load_train_config
 from trainer.data import StreamingLoader
 from trainer.distributed import (
@@ -49,7 +49,7 @@ from trainer.distributed import (
 from trainer.ema import EMA
 from trainer.inputs import Group, SampleTransform, TextEmbedder, group_by_source, pad_text
 from trainer.losses import sama_loss
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.runlog import Window, log_record, log_samples, print_main
 from trainer.sampling import Validator
 
 
@@ -66,101 +66,6 @@ def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
 
 
 # ---- build ---------------------------------------------------------------------------------
-
-
-def siglip_width(cfg: TrainConfig) -> int:
-    """``dit.siglip_dim``, or the SigLIP vision config's hidden size (config only, no weights)."""
-    if cfg.dit.siglip_dim:
-        return cfg.dit.siglip_dim
-    return int(_siglip_config(cfg).hidden_size)
-
-
-def _siglip_config(cfg: TrainConfig):
-    from transformers import SiglipVisionConfig
-
-    from sama.encoders._hf import load_or_explain
-
-    s = cfg.siglip
-    kw = {"revision": s.revision, **({"subfolder": s.subfolder} if s.subfolder else {})}
-    return load_or_explain(
-        lambda: SiglipVisionConfig.from_pretrained(s.model_id, **kw),
-        "siglip config",
-        s.model_id,
-        s.subfolder,
-        s.revision,
-    )
-
-
-def expected_provenance(cfg: TrainConfig) -> dict[str, Any]:
-    """What the shards must have been built with: the trainer's VAE and SigLIP (ids and config
-    hashes, from the configs alone, hashed exactly as the encoders hash their loaded models),
-    the Wan latent normalisation, and the tokens per anchor the DiT expects (CONVENTIONS.md 3)."""
-    from diffusers import AutoencoderKLWan
-
-    from sama.encoders._hf import load_or_explain
-    from sama.encoders.config import hash_model_config
-
-    v = cfg.vae
-    vae_config = load_or_explain(
-        lambda: AutoencoderKLWan.load_config(
-            v.model_id, subfolder=v.subfolder, revision=v.revision
-        ),
-        "vae config",
-        v.model_id,
-        v.subfolder,
-        v.revision,
-    )
-    return {
-        "vae": {"id": v.model_id, "config_hash": hash_model_config(dict(vae_config))},
-        "siglip": {
-            "id": cfg.siglip.model_id,
-            "config_hash": hash_model_config(_siglip_config(cfg).to_dict()),
-        },
-        "latent_norm": {"kind": "wan_vae_mean_std"},
-        "anchor_policy": {"tokens_per_anchor": cfg.dit.tokens_per_anchor},
-    }
-
-
-def build_model(cfg: TrainConfig, siglip_dim: int) -> SamaTransformer:
-    """The Wan DiT (fp32 master weights) + SAMA's modules; stage 1 loads ``init_from``."""
-    from sama.encoders._hf import check_source, quiet_hf
-
-    check_source(cfg.dit.model_id, cfg.dit.subfolder, "dit")
-    sama_cfg = SamaConfig(
-        siglip_dim=siglip_dim,
-        tokens_per_anchor=cfg.dit.tokens_per_anchor,
-        mlp_hidden=cfg.dit.mlp_hidden,
-    )
-    with quiet_hf():
-        model = SamaTransformer.from_pretrained_dit(
-            cfg.dit.model_id,
-            cfg.dit.subfolder,
-            cfg.dit.revision,
-            torch.float32,
-            sama_cfg,
-            init_seed=cfg.seed,
-        )
-    if cfg.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    return model
-
-
-def init_from_checkpoint(model: SamaTransformer, cfg: TrainConfig) -> Path:
-    """Load the ``init_weights`` of the checkpoint ``init_from`` points at (a run dir works)."""
-    found = ckpt_io.latest_checkpoint(cfg.init_from)
-    if found is None:
-        raise ConfigError(
-            f"init_from={cfg.init_from!r} holds no checkpoint (looked for "
-            "checkpoints/latest and state.json); train stage 0 first"
-        )
-    state = ckpt_io.load_weights(found, cfg.init_weights)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"init_from checkpoint {found} does not fit this model: missing "
-            f"{missing[:5]}, unexpected {unexpected[:5]}; check dit.* sizes"
-        )
-    return found
 
 
 @dataclass
@@ -193,9 +98,11 @@ def build(cfg: TrainConfig, d: Dist) -> Run:
     siglip_dim = siglip_width(cfg)
     core = build_model(cfg, siglip_dim)
     resume_from = ckpt_io.latest_checkpoint(out) if cfg.resume == "auto" else None
+    if resume_from is not None:
+        check_resumable(cfg, resume_from)
     if resume_from is None and cfg.init_from:
         found = init_from_checkpoint(core, cfg)
-        _print(d, f"initialised from {found} ({cfg.init_weights} weights)")
+        print_main(d, f"initialised from {found} ({cfg.init_weights} weights)")
     core.to(d.device)
     model = wrap_model(core, d, cfg.precision == "bf16")
     o = cfg.optim
@@ -222,8 +129,25 @@ def build(cfg: TrainConfig, d: Dist) -> Run:
     )
     if resume_from is not None:
         restore(run, resume_from)
-        _print(d, f"resumed from {resume_from} at step {run.step}")
+        print_main(d, f"resumed from {resume_from} at step {run.step}")
     return run
+
+
+def check_resumable(cfg: TrainConfig, path: Path) -> None:
+    """Refuse to continue another stage's run; note a changed config (e.g. more steps)."""
+    state = ckpt_io.read_state(path)
+    if state.get("stage", cfg.stage) != cfg.stage:
+        raise ConfigError(
+            f"output_dir={cfg.output_dir!r} holds a stage-{state['stage']} run ({path}); "
+            f"this is stage {cfg.stage}: use another output_dir (and init_from={cfg.output_dir!r} "
+            "to start from it), or resume=never to train over it from scratch"
+        )
+    if state.get("config_hash") != config_hash(cfg):
+        print(
+            f"note: resuming {path} with a config that differs from the one it was saved "
+            "with (see its config.yaml)",
+            flush=True,
+        )
 
 
 def make_transform(cfg: TrainConfig, loader: StreamingLoader) -> SampleTransform:
@@ -233,8 +157,8 @@ def make_transform(cfg: TrainConfig, loader: StreamingLoader) -> SampleTransform
     if needs_black and black is None:
         raise ConfigError(
             "stage 0 cube inpainting needs the black-frame latent, but the shards' "
-            "provenance has no `black_latent`; rebuild them, or set "
-            "pretext.mix.cube_inpainting=0"
+            "provenance has no `black_latent`; rebuild them, or leave cube inpainting out of "
+            "the mix, e.g. pretext.mix='{none: 1, speed: 3, tube_shuffle: 4}'"
         )
     pretext = cfg.pretext if cfg.stage == 0 else None
     return SampleTransform(pretext, cfg.flow, cfg.seed, black, cfg.pretext.none_source)
@@ -339,77 +263,10 @@ def optimizer_step(run: Run, lr: float) -> torch.Tensor:
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.ema.update(run.core)
-    return full_tensor(norm) if hasattr(norm, "full_tensor") else norm.detach()
+    return full_tensor(norm)
 
 
 # ---- logging -------------------------------------------------------------------------------
-
-
-def _print(d: Dist, text: str) -> None:
-    if d.is_main:
-        print(text, flush=True)
-
-
-class Window:
-    """Sums over one logging window: step losses, samples, time blocked on data."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.wait_s = 0.0
-        self.samples = 0
-        self.steps = 0
-        self.losses: list[dict[str, torch.Tensor]] = []
-
-    def report(self, run: Run, step: int, lr: float, grad_norm: torch.Tensor) -> dict:
-        if run.d.device.type == "cuda":
-            torch.cuda.synchronize(run.d.device)
-        wall = time.perf_counter() - self.start
-        keys = ("loss", "fm", "sem")
-        local = [sum(float(x[k]) for x in self.losses) / len(self.losses) for k in keys]
-        mean = run.d.all_reduce_mean([*local, float(grad_norm), self.wait_s / wall])
-        samples = self.samples * run.d.world_size
-        return {
-            "step": step,
-            **dict(zip(keys, mean[:3], strict=True)),
-            "lr": lr,
-            "grad_norm": mean[3],
-            "data_wait_share": mean[4],
-            "step_s": wall / self.steps,
-            "samples_per_s": samples / wall,
-            "epoch": run.loader.epoch,
-        }
-
-
-def log_record(run: Run, record: dict) -> None:
-    run.history.append(record)
-    if not run.d.is_main:
-        return
-    print(
-        f"step {record['step']}/{run.cfg.steps} loss {record['loss']:.5f} "
-        f"(fm {record['fm']:.5f} sem {record['sem']:.5f}) lr {record['lr']:.2e} "
-        f"gnorm {record['grad_norm']:.3f} | {record['samples_per_s']:.1f} samples/s, "
-        f"{record['step_s']:.3f} s/step, data wait {100 * record['data_wait_share']:.1f}%",
-        flush=True,
-    )
-    with open(Path(run.cfg.output_dir) / "train_log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def log_samples(run: Run, step: int, batch: dict[str, Any]) -> None:
-    path = Path(run.cfg.output_dir) / f"samples_rank{run.d.rank}.jsonl"
-    tasks = [None if p is None else p.get("task") for p in batch.get("pretext") or []]
-    rec = {
-        "step": step,
-        "rank": run.d.rank,
-        "epoch": batch["epoch"],
-        "padding": batch["padding"],
-        "ids": list(batch["rng_id"]),
-        "tasks": tasks,
-    }
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
 # ---- validation ----------------------------------------------------------------------------
 
 
@@ -449,13 +306,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     run = build(cfg, d)
-    _print(
+    print_main(
         d,
         f"sama train: stage {cfg.stage}, {d.world_size} rank(s) ({d.mode}) on "
         f"{d.device}, steps {run.step}..{cfg.steps}, output {cfg.output_dir}",
     )
     if cfg.stage == 1 and not cfg.init_from and run.step == 0:
-        _print(
+        print_main(
             d,
             "note: stage 1 without init_from starts from the bare Wan DiT, not from a "
             "stage-0 checkpoint (SAMA.md 4); set init_from=STAGE0_OUTPUT_DIR",
@@ -496,12 +353,12 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
             window = Window()
         if (cfg.ckpt_every and run.step % cfg.ckpt_every == 0) or run.step == cfg.steps:
             last_ckpt = save(run)
-            _print(d, f"checkpoint: {last_ckpt}")
+            print_main(d, f"checkpoint: {last_ckpt}")
         val_due = cfg.validation.every and run.step % cfg.validation.every == 0
         if validator is not None and (val_due or run.step == cfg.steps):
             result = validate(run, validator)
             if result:
-                _print(d, f"validation at step {run.step}: {result}")
+                print_main(d, f"validation at step {run.step}: {result}")
     return {
         "history": run.history,
         "checkpoint": str(last_ckpt) if last_ckpt else None,

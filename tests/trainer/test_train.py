@@ -6,6 +6,7 @@ Every run goes through ``configs/debug_cpu.yaml`` and the real entry points (``t
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def test_run_writes_config_log_and_checkpoint(tmp_path, tiny_models, train_root)
         "loader_rank0.json",
         "rng_rank0.pt",
     }
+    # the same output_dir cannot silently continue as another stage
+    stage1 = cfg_for(tiny_models, train_root, out, "stage=1", "data.root_kinds=[clips]")
+    with pytest.raises(ConfigError, match="holds a stage-0 run"):
+        train(stage1)
 
 
 @pytest.mark.parametrize(
@@ -234,3 +239,46 @@ def test_validation_sampler(tiny_models):
     assert torch.allclose(same, a, atol=1e-5)
     guided, _ = run(other, 5.0)
     assert not torch.allclose(guided, a)
+
+
+def test_groups_of_different_source_shapes_give_the_batch_mean(tmp_path, tiny_models, train_root):
+    """A stage-0 clip batch mixes source lengths (2x speed halves the frames, ``none`` may have
+    no source); one forward per group weighted by its share equals the per-sample mean."""
+    from trainer.inputs import group_by_source, pad_text
+    from trainer.losses import sama_loss
+    from trainer.train import forward_backward
+
+    cfg = cfg_for(
+        tiny_models,
+        train_root,
+        tmp_path,
+        "pretext.none_source=none",
+        "pretext.mix={none: 1, speed: 1, tube_shuffle: 1}",
+        "data.num_workers=0",
+    )
+    run = build(cfg, init_distributed("none", "cpu"))
+    mixed = (b for b in itertools.islice(run.loader, 40) if len(group_by_source(b)) > 1)
+    batch = next(mixed, None)
+    assert batch is not None, "no batch with two source shapes in 40 batches"
+    forward_backward(run, batch)
+    grads = {n: p.grad.clone() for n, p in run.core.named_parameters()}
+    run.core.zero_grad()
+    n = len(batch["rng_id"])
+    for g in group_by_source(batch):
+        for j in range(len(g.indices)):
+            text, mask = pad_text([g.text[j]], cfg.text_pad_tokens)
+            src = None if g.source_BCTHW is None else g.source_BCTHW[j : j + 1]
+            terms = sama_loss(
+                run.core,
+                g.target_BCTHW[j : j + 1],
+                text,
+                mask,
+                g.t_B[j : j + 1],
+                g.noise_BCTHW[j : j + 1],
+                src,
+                g.anchors_BNS[j : j + 1],
+                g.semantic_noise_BNS[j : j + 1],
+            )
+            (terms.total_B.sum() / n).backward()
+    for name, p in run.core.named_parameters():
+        assert torch.allclose(p.grad, grads[name], atol=1e-6, rtol=1e-4), name
