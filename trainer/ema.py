@@ -8,8 +8,6 @@ each rank averages its own shard.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import nn
 
@@ -58,6 +56,3 @@ class EMA:
             for s, n in zip(self.shadow, self.names, strict=True):
                 s.copy_(state[n].to(s.dtype))
         self.num_updates = num_updates
-
-    def tensors(self) -> Iterable[torch.Tensor]:
-        return iter(self.shadow)
