@@ -214,7 +214,7 @@ def to_dict(cfg: Any) -> dict:
         if isinstance(v, list | tuple):
             return [conv(x) for x in v]
         if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
+            return {(k.value if isinstance(k, Enum) else k): conv(x) for k, x in v.items()}
         return v
 
     return conv(cfg)

@@ -78,3 +78,17 @@ def test_dump_roundtrip_and_hash(tmp_path):
     again = load_config(Run, tmp_path / "resolved.yaml")
     assert to_dict(again) == to_dict(cfg)
     assert config_hash(again) == config_hash(cfg) != config_hash(Run())
+
+
+def test_enum_keys_dump_as_plain_strings(tmp_path):
+    from enum import StrEnum
+
+    class Task(StrEnum):
+        A = "a"
+
+    @dataclass
+    class Mix:
+        mix: dict[str, float] = field(default_factory=lambda: {Task.A: 1.0})
+
+    dump_config(Mix(), tmp_path / "m.yaml")
+    assert load_config(Mix, tmp_path / "m.yaml").mix == {"a": 1.0}
