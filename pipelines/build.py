@@ -87,13 +87,16 @@ def build(cfg: BuildConfig) -> dict:
         file=sys.stderr,
         flush=True,
     )
-    with runner.ray_session(cfg):
-        prov = provenance(cfg, runner.describe(cfg, stages))
-        _check_same_models(state, prov, cfg.output.uri)
-        sink = WriteShards(cfg, state, prov, state.existing_ids())
-        _run_with_progress(cfg, stages, todo, sink)
+    counts = {"clips": 0, "errors": 0, "skipped_rows": 0}
+    if todo:  # nothing to do: no Ray, no models
+        with runner.ray_session(cfg):
+            prov = provenance(cfg, runner.describe(cfg, stages))
+            _check_same_models(state, prov, cfg.output.uri)
+            sink = WriteShards(cfg, state, prov, state.existing_ids())
+            _run_with_progress(cfg, stages, todo, sink)
+        counts = sink.counts
     stats = {
-        **sink.counts,
+        **counts,
         "resumed": resumed,
         "processed_inputs": len(todo),
         "skipped_inputs": len(inputs) - len(todo),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sama.captioner import CaptionConfig
 from sama.config import check, load_config, to_dict
 from sama.encoders.config import SiglipConfig, TextEncoderConfig, VAEConfig
 from sama.errors import ConfigError
@@ -147,24 +148,15 @@ class ClipsConfig:
 
 
 @dataclass
-class CaptionConfig:
-    """Where captions come from: the manifest, a VLM captioner (transformers), or none."""
+class CaptionSourceConfig(CaptionConfig):
+    """Where captions come from: the manifest, a VLM captioner (``sama.captioner``: ``prompt``
+    and ``vlm`` = model id, batch size, frames, decoding), or none."""
 
     source: Literal["manifest", "vlm", "none"] = "manifest"
     on_missing: Literal["error", "empty"] = "error"  # manifest row without a caption
-    model_id: str = ""  # vlm: an image-text-to-text model id or local directory
-    revision: str | None = None
-    prompt: str = "Describe this video in one detailed sentence."
-    num_frames: int = 4  # frames sampled uniformly from the clip and shown to the VLM
-    max_new_tokens: int = 77
-    device: str = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
-    def validate(self) -> None:
-        if self.source == "vlm":
-            check(bool(self.model_id), "caption.source=vlm needs caption.model_id (hub id/dir)")
-        check(self.num_frames >= 1, "caption.num_frames must be >= 1")
-        check(self.max_new_tokens >= 1, "caption.max_new_tokens must be >= 1")
+    def validate(self) -> CaptionSourceConfig:
+        return super().validate() if self.source == "vlm" else self
 
 
 @dataclass
@@ -198,7 +190,7 @@ class BuildConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     clips: ClipsConfig = field(default_factory=ClipsConfig)
-    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    caption: CaptionSourceConfig = field(default_factory=CaptionSourceConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     siglip: SiglipConfig = field(default_factory=SiglipConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
@@ -219,27 +211,22 @@ class BuildConfig:
             ("vae", self.vae),
             ("siglip", self.siglip),
             ("text.encoder", self.text.encoder),
-            ("caption", self.caption),
+            ("caption.vlm", self.caption.vlm),
         ]
 
     def resolved(self) -> BuildConfig:
         """A copy with ``{models_dir}`` substituted in every model id."""
         out = dataclasses.replace(self)
         models_dir = str(Path(self.models_dir).expanduser()) if self.models_dir else ""
-        for name in ("vae", "siglip", "caption"):
-            sub = getattr(self, name)
-            setattr(
-                out,
-                name,
-                dataclasses.replace(sub, model_id=sub.model_id.replace("{models_dir}", models_dir)),
+
+        def sub(cfg: Any) -> Any:
+            return dataclasses.replace(
+                cfg, model_id=cfg.model_id.replace("{models_dir}", models_dir)
             )
-        enc = self.text.encoder
-        out.text = dataclasses.replace(
-            self.text,
-            encoder=dataclasses.replace(
-                enc, model_id=enc.model_id.replace("{models_dir}", models_dir)
-            ),
-        )
+
+        out.vae, out.siglip = sub(self.vae), sub(self.siglip)
+        out.text = dataclasses.replace(self.text, encoder=sub(self.text.encoder))
+        out.caption = dataclasses.replace(self.caption, vlm=sub(self.caption.vlm))
         return out
 
 

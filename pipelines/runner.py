@@ -121,6 +121,7 @@ def ray_session(cfg: BuildConfig) -> Iterator[None]:
         )
     else:
         ray.init(
+            address="local",  # a new instance, never a cluster someone left running here
             num_cpus=e.num_cpus or None,
             num_gpus=None if e.num_gpus < 0 else e.num_gpus,
             object_store_memory=e.object_store_mb * 2**20 if e.object_store_mb else None,

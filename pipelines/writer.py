@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from datasets_spec import CLIPS_V1, ERRORS_V1, RecordSpec
 from datasets_spec.provenance import with_provenance
-from pipelines.stages.base import Row
 
+Row = dict[str, Any]
 ERROR_FLUSH_ROWS = 1000  # errors are small: write them at least every this many rows
 _ROW_OVERHEAD = 512  # bytes per row besides its binary columns (ids, numbers, lists)
 

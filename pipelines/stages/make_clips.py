@@ -75,7 +75,7 @@ def plan_clips(
 def decode_runs(plans: list[ClipPlan], seek_gap_frames: int) -> list[list[ClipPlan]]:
     """Group clips (in frame order) into runs decoded as one stream; a longer gap splits."""
     runs: list[list[ClipPlan]] = []
-    for p in sorted(plans, key=lambda p: p.start):
+    for p in sorted(plans, key=lambda p: p.start):  # clips never overlap (see plan_clips)
         if runs and p.start - runs[-1][-1].end <= seek_gap_frames:
             runs[-1].append(p)
         else:
