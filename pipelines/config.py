@@ -127,6 +127,10 @@ class ClipsConfig:
     min_frames: int = 0
     # a gap between two clips longer than this is skipped by seeking instead of decoding
     seek_gap_frames: int = 240
+    # single_pass: one decode per video feeds the shot detector and the clips (CutClips);
+    # two_pass: DetectShots, then MakeClips decodes the clip frames again. auto = single_pass
+    # where it applies (long_shot=first, no shots.max_shot_frames, the PyAV backend)
+    decode: Literal["auto", "single_pass", "two_pass"] = "auto"
 
     def validate(self) -> None:
         check(self.resolution >= 16, f"clips.resolution={self.resolution} must be >= 16")
@@ -198,7 +202,27 @@ class BuildConfig:
     models_dir: str = ""  # substituted for "{models_dir}" in encoder model ids
     seed: int = 0
 
+    def single_pass_blockers(self) -> list[str]:
+        """Why the one-decode path (CutClips) cannot make these clips; [] when it can."""
+        out = []
+        if self.clips.long_shot != "first":
+            out.append("clips.long_shot=multi (clips would wait for the end of their shot)")
+        if self.shots.max_shot_frames:
+            out.append("shots.max_shot_frames > 0 (splitting needs the whole shot)")
+        if self.shots.backend == "opencv":
+            out.append("shots.backend=opencv")
+        return out
+
+    def single_pass(self) -> bool:
+        """Whether CutClips (one decode) replaces DetectShots + MakeClips (two)."""
+        return self.clips.decode != "two_pass" and not self.single_pass_blockers()
+
     def validate(self) -> None:
+        if self.clips.decode == "single_pass" and self.single_pass_blockers():
+            raise ConfigError(
+                f"clips.decode=single_pass does not work with {self.single_pass_blockers()}; "
+                "use clips.decode=auto or two_pass"
+            )
         for where, cfg in self._model_sections():
             if "{models_dir}" in cfg.model_id and not self.models_dir:
                 raise ConfigError(

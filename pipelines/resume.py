@@ -153,13 +153,21 @@ class BuildState:
             if p.endswith(".parquet") and not posixpath.basename(p).startswith(".")
         )
 
-    def existing_ids(self) -> set[str]:
-        """``clip_id`` and ``error_id`` of every row already in a shard."""
+    def existing_ids(self, inputs: Iterable[str] | None = None) -> set[str]:
+        """``clip_id`` and ``error_id`` of the rows already in shards (only those of
+        ``inputs``, when given: the unfinished inputs a resumed run processes again)."""
+        keep = None if inputs is None else set(inputs)
         ids: set[str] = set()
-        for kind, col in (("clips", "clip_id"), ("errors", "error_id")):
+        for kind, col, owner in (
+            ("clips", "clip_id", "video_id"),
+            ("errors", "error_id", "item_id"),
+        ):
             for p in self.shard_paths(kind):
                 with self.fs.open(p, "rb") as f:
-                    ids.update(pq.read_table(f, columns=[col]).column(col).to_pylist())
+                    t = pq.read_table(f, columns=[col, owner]).to_pydict()
+                ids.update(
+                    i for i, o in zip(t[col], t[owner], strict=True) if keep is None or o in keep
+                )
         return ids
 
     def existing_provenance(self) -> dict | None:
@@ -172,26 +180,34 @@ class BuildState:
 class InputTracker:
     """Knows when every row of an input has arrived and has been written.
 
-    Each row carries ``input_rows`` (rows its input produces) and ``row_weight`` (rows it stands
-    for); an input has arrived when its weights sum to ``input_rows``. It is done once, in
-    addition, none of its rows waits in the writer's buffers.
+    Each row carries ``row_weight`` (how many of its input's rows it stands for) and
+    ``input_rows``: the input's row count, or 0 when another row of the input announces it (the
+    single-pass clip cutter announces the count on its last row). An input has arrived once
+    its weights sum to the announced count; it is done once, too, none of its rows waits in
+    the writer's buffers.
     """
 
     def __init__(self) -> None:
         self.arrived: dict[str, int] = defaultdict(int)
+        self.expected: dict[str, int] = {}
         self.buffered: dict[str, int] = defaultdict(int)
         self.complete: set[str] = set()  # arrived, maybe still buffered
         self.done: set[str] = set()
 
     def arrive(self, row: dict, buffered: bool) -> bool:
         """Count ``row``; returns True when this completes its input's arrival."""
-        vid = row["video_id"]
+        vid, announced = row["video_id"], int(row["input_rows"] or 0)
         self.arrived[vid] += int(row["row_weight"])
         if buffered:
             self.buffered[vid] += 1
-        if self.arrived[vid] > row["input_rows"]:
-            raise FatalError(f"input {vid!r}: more rows than announced ({row['input_rows']})")
-        if self.arrived[vid] == row["input_rows"]:
+        if announced and self.expected.setdefault(vid, announced) != announced:
+            raise FatalError(
+                f"input {vid!r}: rows announce {self.expected[vid]} and {announced} rows"
+            )
+        want = self.expected.get(vid)
+        if want is not None and self.arrived[vid] > want:
+            raise FatalError(f"input {vid!r}: more rows than announced ({want})")
+        if want is not None and self.arrived[vid] == want:
             self.complete.add(vid)
             return True
         return False

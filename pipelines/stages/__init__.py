@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.stages.base import Batch, Row, Stage, check_batch, check_plan
 from pipelines.stages.caption_clips import CaptionClips
+from pipelines.stages.cut_clips import CutClips
 from pipelines.stages.detect_shots import DetectShots
 from pipelines.stages.encode_anchors import EncodeAnchors
 from pipelines.stages.encode_latents import EncodeLatents
@@ -19,10 +20,12 @@ if TYPE_CHECKING:
     from pipelines.config import BuildConfig
 
 # Between ListInputs (the source, in the driver) and WriteShards (the sink, in the driver).
-# The frames are needed by the captioner (VLM), the anchors and the latents; EncodeLatents
-# drops them, so EncodeText, which needs only the caption, comes last.
+# CutClips (one decode) or DetectShots + MakeClips (two decodes; BuildConfig.single_pass) make
+# the clips. The frames are needed by the captioner (VLM), the anchors and the latents;
+# EncodeLatents drops them, so EncodeText, which needs only the caption, comes last.
 PIPELINE: tuple[type[Stage], ...] = (
     ProbeVideos,
+    CutClips,
     DetectShots,
     MakeClips,
     CaptionClips,
@@ -41,6 +44,7 @@ __all__ = [
     "PIPELINE",
     "Batch",
     "CaptionClips",
+    "CutClips",
     "DetectShots",
     "EncodeAnchors",
     "EncodeLatents",

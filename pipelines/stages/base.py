@@ -44,7 +44,12 @@ INTERNAL: dict[str, Column] = {
     c.name: c
     for c in (
         _c("manifest_caption", pa.string(), "caption given by the manifest", "list_inputs"),
-        _c("input_rows", pa.int64(), "rows this input produces in all", "list_inputs"),
+        _c(
+            "input_rows",
+            pa.int64(),
+            "rows this input produces in all; 0 = another row of the input announces it",
+            "list_inputs",
+        ),
         _c("row_weight", pa.int64(), "how many of those rows this row stands for", "list_inputs"),
         _c("error_stage", pa.string(), "stage that failed (error rows only)", "any"),
         _c("error_kind", pa.string(), "sama.errors.ErrorKind value (error rows only)", "any"),

@@ -19,6 +19,10 @@ class DetectShots(Stage):
     inputs = clip_columns("source_uri")
     outputs = ("shot_starts", "shot_ends", *clip_columns("shot_detector"))
 
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return not cfg.single_pass()  # else CutClips detects shots in its own decode
+
     def process(self, batch: Batch) -> Batch:
         return self.map_rows(batch, self._detect)
 

@@ -90,148 +90,80 @@ def clip_stats(clip_THWC: np.ndarray) -> tuple[float, float]:
     return float(luma_THW.mean()), motion
 
 
-class MakeClips(Stage):
-    name = "make_clips"
-    engine_key = "clips"
-    inputs = (
-        *clip_columns("video_id", "source_uri", "fps", "orig_width", "orig_height"),
-        "shot_starts",
-        "shot_ends",
-        "video_num_frames",
-        "video_duration_s",
-        "video_codec",
-        "video_rotation",
-        "video_size_bytes",
-        "video_backend",
+PROBE_EXTRAS = ("video_num_frames", "video_duration_s", "video_codec", "video_rotation",
+                "video_size_bytes", "video_backend")  # fmt: skip
+VIDEO_INPUTS = (*clip_columns("video_id", "source_uri", "fps", "orig_width", "orig_height"),
+                *PROBE_EXTRAS)  # fmt: skip
+CLIP_OUTPUTS = (
+    *clip_columns("clip_id", "shot_index", "clip_index", "shot_start_frame", "shot_end_frame",
+                  "start_frame", "start_s", "num_frames", "bucket_width", "bucket_height",
+                  "mean_luma", "motion_score"),
+    "frames",
+    "frames_shape",
+    "input_rows",
+    "row_weight",
+)  # fmt: skip
+
+
+def video_bucket(row: Row, resolution: int) -> tuple[int, int]:
+    """The aspect bucket (W, H) of a probed video (all its clips share it)."""
+    from sama.video.buckets import buckets_for, nearest_bucket
+
+    return nearest_bucket(row["orig_width"], row["orig_height"], buckets_for(resolution))
+
+
+def clip_row(
+    row: Row, plan: ClipPlan, bucket: tuple[int, int], clip_THWC: np.ndarray, input_rows: int
+) -> Row:
+    """The clip columns of one clip of the video ``row`` (``input_rows``: see stages.base)."""
+    luma, motion = clip_stats(clip_THWC)
+    return {
+        "clip_id": f"{row['video_id']}-s{plan.shot_index:03d}-c{plan.clip_index:02d}",
+        "shot_index": plan.shot_index,
+        "clip_index": plan.clip_index,
+        "shot_start_frame": plan.shot_start,
+        "shot_end_frame": plan.shot_end,
+        "start_frame": plan.start,
+        "start_s": plan.start / row["fps"],
+        "num_frames": plan.num_frames,
+        "bucket_width": bucket[0],
+        "bucket_height": bucket[1],
+        "mean_luma": luma,
+        "motion_score": motion,
+        "frames": clip_THWC.tobytes(),
+        "frames_shape": list(clip_THWC.shape),
+        "input_rows": input_rows,
+        "row_weight": 1,
+    }
+
+
+def unusable(shot_lengths: list[int], total: int, need: int, stage: str) -> SampleError:
+    """Why a video gave no clip: too short as a whole, or no shot long enough."""
+    if total < need:
+        return SampleError(
+            ErrorKind.TOO_SHORT, f"{total} decodable frames, a clip needs {need}", stage=stage
+        )
+    return SampleError(
+        ErrorKind.NO_USABLE_SHOT,
+        f"{len(shot_lengths)} shots, the longest has {max(shot_lengths, default=0)} frames, "
+        f"a clip needs {need}",
+        stage=stage,
     )
-    outputs = (
-        *clip_columns(
-            "clip_id",
-            "shot_index",
-            "clip_index",
-            "shot_start_frame",
-            "shot_end_frame",
-            "start_frame",
-            "start_s",
-            "num_frames",
-            "bucket_width",
-            "bucket_height",
-            "mean_luma",
-            "motion_score",
-        ),
-        "frames",
-        "frames_shape",
-        "input_rows",
-        "row_weight",
-    )
-    drops = (
-        "shot_starts",
-        "shot_ends",
-        "video_num_frames",
-        "video_duration_s",
-        "video_codec",
-        "video_rotation",
-        "video_size_bytes",
-        "video_backend",
-    )
-
-    def process(self, batch: Batch) -> Iterator[Batch]:
-        for row in batch:
-            if is_error(row):
-                yield [self.passthrough(row)]
-                continue
-            try:
-                plans = self._plan(row)
-            except SampleError as e:
-                yield [self.fail(row, e)]
-                continue
-            for out in self._clips(row, plans):
-                yield [out]
-
-    def _plan(self, row: Row) -> list[ClipPlan]:
-        c = self.cfg.clips
-        plans = plan_clips(
-            row["shot_starts"],
-            row["shot_ends"],
-            c.num_frames,
-            c.long_shot,
-            c.min_frames,
-            c.max_clips_per_shot,
-        )
-        if plans:
-            return plans
-        total = row["shot_ends"][-1] if row["shot_ends"] else 0
-        longest = max(
-            (b - a for a, b in zip(row["shot_starts"], row["shot_ends"], strict=True)), default=0
-        )
-        if total < c.shortest_clip:
-            raise SampleError(
-                ErrorKind.TOO_SHORT,
-                f"{total} decodable frames, a clip needs {c.shortest_clip}",
-                stage=self.name,
-            )
-        raise SampleError(
-            ErrorKind.NO_USABLE_SHOT,
-            f"{len(row['shot_starts'])} shots, the "
-            f"longest has {longest} frames, a clip needs {c.shortest_clip}",
-            stage=self.name,
-        )
-
-    def _clips(self, row: Row, plans: list[ClipPlan]) -> Iterator[Row]:
-        from sama.video.buckets import buckets_for, nearest_bucket
-
-        bucket = nearest_bucket(
-            row["orig_width"], row["orig_height"], buckets_for(self.cfg.clips.resolution)
-        )
-        made = 0
-        try:
-            for run in decode_runs(plans, self.cfg.clips.seek_gap_frames):
-                frames = self._stream(row, run)
-                for plan in run:
-                    clip_THWC = _take(frames, plan, bucket)
-                    yield self.merge(row, self._clip_row(row, plan, bucket, clip_THWC, len(plans)))
-                    made += 1
-        except SampleError as e:  # the clips made so far stay; one error row for the rest
-            yield self.fail(row, e, weight=len(plans) - made) | {"input_rows": len(plans)}
-
-    def _stream(self, row: Row, run: list[ClipPlan]) -> Iterator[tuple[int, np.ndarray]]:
-        from sama.video.decode import iter_frames
-
-        uri, first = row["source_uri"], run[0].start
-        it = iter_frames(
-            uri,
-            start=first,
-            count=run[-1].end - first,
-            info=video_info(row),
-            fs=input_fs(uri, self.cfg.input.storage_options),
-        )
-        return enumerate(it, start=first)
-
-    def _clip_row(
-        self, row: Row, plan: ClipPlan, bucket: tuple[int, int], clip_THWC: np.ndarray, n_clips: int
-    ) -> Row:
-        luma, motion = clip_stats(clip_THWC)
-        return {
-            "clip_id": f"{row['video_id']}-s{plan.shot_index:03d}-c{plan.clip_index:02d}",
-            "shot_index": plan.shot_index,
-            "clip_index": plan.clip_index,
-            "shot_start_frame": plan.shot_start,
-            "shot_end_frame": plan.shot_end,
-            "start_frame": plan.start,
-            "start_s": plan.start / row["fps"],
-            "num_frames": plan.num_frames,
-            "bucket_width": bucket[0],
-            "bucket_height": bucket[1],
-            "mean_luma": luma,
-            "motion_score": motion,
-            "frames": clip_THWC.tobytes(),
-            "frames_shape": list(clip_THWC.shape),
-            "input_rows": n_clips,
-            "row_weight": 1,
-        }
 
 
-def _take(
+def stream_frames(
+    row: Row, start: int, count: int, storage_options: dict
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, frame_HWC)`` for frames ``start .. start+count-1`` of the video ``row``."""
+    from sama.video.decode import iter_frames
+
+    uri = row["source_uri"]
+    frames = iter_frames(uri, start=start, count=count, info=video_info(row),
+                         fs=input_fs(uri, storage_options))  # fmt: skip
+    return enumerate(frames, start=start)
+
+
+def take_clip(
     frames: Iterator[tuple[int, np.ndarray]], plan: ClipPlan, bucket: tuple[int, int]
 ) -> np.ndarray:
     """Consume the stream up to the end of ``plan``; its frames resized into the bucket."""
@@ -249,8 +181,68 @@ def _take(
     if got < plan.num_frames:
         raise SampleError(
             ErrorKind.TRUNCATED,
-            f"the video ended after {got} of the "
-            f"{plan.num_frames} frames of the clip at frame {plan.start}",
+            f"the video ended after {got} of the {plan.num_frames} frames of the clip at "
+            f"frame {plan.start}",
             stage="decode",
         )
     return clip_THWC
+
+
+class MakeClips(Stage):
+    name = "make_clips"
+    engine_key = "clips"
+    inputs = (*VIDEO_INPUTS, "shot_starts", "shot_ends")
+    outputs = CLIP_OUTPUTS
+    drops = ("shot_starts", "shot_ends", *PROBE_EXTRAS)
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.frames_decoded = 0  # frames this instance decoded (for the benchmarks)
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return not cfg.single_pass()
+
+    def process(self, batch: Batch) -> Iterator[Batch]:
+        for row in batch:
+            if is_error(row):
+                yield [self.passthrough(row)]
+                continue
+            try:
+                plans = self._plan(row)
+            except SampleError as e:
+                yield [self.fail(row, e)]
+                continue
+            for out in self._clips(row, plans):
+                yield [out]
+
+    def _plan(self, row: Row) -> list[ClipPlan]:
+        c = self.cfg.clips
+        plans = plan_clips(row["shot_starts"], row["shot_ends"], c.num_frames, c.long_shot,
+                           c.min_frames, c.max_clips_per_shot)  # fmt: skip
+        if not plans:
+            lengths = [b - a for a, b in zip(row["shot_starts"], row["shot_ends"], strict=True)]
+            total = row["shot_ends"][-1] if row["shot_ends"] else 0
+            raise unusable(lengths, total, c.shortest_clip, self.name)
+        return plans
+
+    def _clips(self, row: Row, plans: list[ClipPlan]) -> Iterator[Row]:
+        bucket = video_bucket(row, self.cfg.clips.resolution)
+        made = 0
+        try:
+            for run in decode_runs(plans, self.cfg.clips.seek_gap_frames):
+                start, count = run[0].start, run[-1].end - run[0].start
+                frames = self._count(
+                    stream_frames(row, start, count, self.cfg.input.storage_options)
+                )
+                for plan in run:
+                    clip_THWC = take_clip(frames, plan, bucket)
+                    yield self.merge(row, clip_row(row, plan, bucket, clip_THWC, len(plans)))
+                    made += 1
+        except SampleError as e:  # the clips made so far stay; one error row for the rest
+            yield self.fail(row, e, weight=len(plans) - made) | {"input_rows": len(plans)}
+
+    def _count(self, frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        for item in frames:
+            self.frames_decoded += 1
+            yield item

@@ -98,8 +98,13 @@ def built(ray_address, models, corpus, tmp_path_factory) -> dict:
     return {"cfg": cfg, "root": out, "summary": summary, "wall_s": time.monotonic() - t0}
 
 
+def _shards(root: Path, kind: str) -> list[Path]:
+    """Shards of ``kind``; not the ``.tmp-*`` files a killed write leaves behind."""
+    return sorted(p for p in (root / kind).glob("*.parquet") if not p.name.startswith("."))
+
+
 def _table(root: Path, kind: str) -> pa.Table:
-    paths = sorted((root / kind).glob("*.parquet"))
+    paths = _shards(root, kind)
     return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else None
 
 
@@ -152,7 +157,7 @@ def test_shards_validate_load_with_datasets_and_carry_provenance(built):
 
     report = validate(str(built["root"]))
     assert report.ok, report.format()
-    files = sorted(str(p) for p in (built["root"] / "clips").glob("*.parquet"))
+    files = [str(p) for p in _shards(built["root"], "clips")]
     ds = load_dataset("parquet", data_files=files, split="train")
     assert ds.num_rows == 10 and set(ds.column_names) == set(CLIPS_V1.column_names)
     for path in files:
@@ -164,7 +169,7 @@ def test_shards_validate_load_with_datasets_and_carry_provenance(built):
         for g in range(f.num_row_groups):
             t = f.read_row_group(g, columns=["bucket_width", "bucket_height"])
             assert len(set(zip(*t.to_pydict().values(), strict=True))) == 1
-    for path in (built["root"] / "errors").glob("*.parquet"):
+    for path in _shards(built["root"], "errors"):
         ERRORS_V1.validate(pq.read_table(path))
     assert (built["root"] / "build_config.yaml").exists()
 
@@ -217,7 +222,7 @@ def test_kill_mid_build_then_resume_gives_the_same_rows(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "summary.json").exists(), "the build finished before it was killed"
-    partial = sum(pq.read_metadata(p).num_rows for p in out.rglob("clips/*.parquet"))
+    partial = sum(pq.read_metadata(p).num_rows for p in _shards(out, "clips"))
     summary = build(_config(models, corpus, out, *small))
     assert summary["run"]["resumed"] and summary["run"]["skipped_inputs"] >= 1
     assert summary["inputs_unaccounted"] == []
@@ -229,7 +234,7 @@ def test_kill_mid_build_then_resume_gives_the_same_rows(
     for cid, row in clips.items():
         for col in tensors:
             assert row[col] == ref_clips[cid][col], (cid, col)
-    assert validate(str(out)).ok
+    assert validate(str(out)).ok and not list(out.rglob(".tmp-*"))  # leftovers removed
     print(f"killed after {partial} clips written; resume wrote {summary['run']['clips']}")
 
 
@@ -398,3 +403,34 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "4k+1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="input.uri"):
         build_main([str(ROOT / "configs/build_demo.yaml"), "input.uri=", "models_dir=x"])
+
+
+def test_unexpected_error_fails_the_build_and_keeps_what_finished(
+    models, sample_set, tmp_path, monkeypatch
+):
+    """A bug (not a bad sample) stops the build; inputs finished before it are written and
+    marked, and the re-run skips them (CONVENTIONS.md rule 5, third tier)."""
+    from pipelines.resume import BuildState
+    from pipelines.stages import CutClips
+
+    shots = CutClips._shots
+
+    def buggy(self, row):
+        if row["video_id"] == "square":
+            raise RuntimeError("a bug in the clip maker")
+        return shots(self, row)
+
+    monkeypatch.setattr(CutClips, "_shots", buggy)
+    one = [f"engine.{s}.batch_size=1" for s in ("latents", "anchors", "text")]
+    cfg = demo_config(models, sample_set["manifest"], str(tmp_path / "o"), "text.enabled=false",
+                      "engine.executor=local", *one)  # fmt: skip
+    with pytest.raises(RuntimeError, match="a bug in the clip maker"):
+        build(cfg)
+    import fsspec
+
+    done = BuildState(fsspec.filesystem("file"), str(tmp_path / "o")).done_inputs()
+    assert done == {"landscape", "portrait"}  # the manifest's first two, before "square"
+    monkeypatch.undo()
+    summary = build(cfg)
+    assert summary["run"]["skipped_inputs"] == 2 and summary["inputs_unaccounted"] == []
+    assert summary["clips"] == 10 and validate(str(tmp_path / "o")).ok

@@ -74,7 +74,8 @@ def _outputs(result) -> list[dict]:
 # ---- every stage produces exactly what it declares -----------------------------------------
 
 
-def test_each_stage_produces_exactly_its_declared_columns(shot_video, models, tmp_path):
+@pytest.mark.parametrize("decode", ["single_pass", "two_pass"])
+def test_each_stage_produces_exactly_its_declared_columns(decode, shot_video, models, tmp_path):
     manifest = tmp_path / "m.jsonl"
     (tmp_path / "empty.mp4").write_bytes(b"")
     manifest.write_text(
@@ -83,7 +84,11 @@ def test_each_stage_produces_exactly_its_declared_columns(shot_video, models, tm
         + json.dumps({"id": "e", "video": "empty.mp4", "caption": "nothing"})
         + "\n"
     )
-    cfg = demo_config(models, str(manifest), str(tmp_path / "out"), "engine.executor=local")
+    cfg = demo_config(models, str(manifest), str(tmp_path / "out"), "engine.executor=local",
+                      f"clips.decode={decode}")  # fmt: skip
+    names = [st.name for st in make_stages(cfg)][:3]
+    assert names == (["probe", "cut_clips", "caption"] if decode == "single_pass"
+                     else ["probe", "detect_shots", "make_clips"])  # fmt: skip
     rows = ListInputs(cfg).process([])
     assert [set(r) for r in rows] == [set(ListInputs.outputs)] * 2
     assert rows[1]["source_uri"] == str(tmp_path / "empty.mp4")  # relative to the manifest
@@ -107,7 +112,9 @@ def test_each_stage_produces_exactly_its_declared_columns(shot_video, models, tm
     ]
     clips = [r for r in rows if not is_error(r)]
     assert [r["clip_id"] for r in clips] == ["v-s000-c00", "v-s001-c00", "v-s002-c00"]
-    assert all(r["input_rows"] == 3 and r["row_weight"] == 1 for r in clips)
+    announced = [r["input_rows"] for r in clips]  # single pass: the last row announces
+    assert announced == ([0, 0, 3] if decode == "single_pass" else [3, 3, 3])
+    assert all(r["row_weight"] == 1 for r in clips)
     assert set(REQUIRED_CLIP_COLUMNS) <= set(clips[0])
     table = CLIPS_V1.from_rows([{c: r.get(c) for c in CLIPS_V1.column_names} for r in clips])
     CLIPS_V1.validate(table)
@@ -199,6 +206,75 @@ def test_make_clips_keeps_made_clips_and_accounts_for_the_rest(shot_video, tmp_p
     assert sum(r["row_weight"] for r in out) == 4
     clip_THWC = np.frombuffer(good[1]["frames"], np.uint8).reshape(good[1]["frames_shape"])
     assert clip_THWC.shape == (17, 80, 80, 3)  # 64x64 -> the square bucket at 64p
+
+
+# ---- single-pass cutting ------------------------------------------------------------------
+
+
+class _LateDetector:
+    """Reports each cut ``delay`` frames after it happens (like AdaptiveDetector's window)."""
+
+    def __init__(self, cuts: list[int], delay: int) -> None:
+        self.cuts, self.delay = cuts, delay
+
+    def process_frame(self, tc, frame):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(frame_num=c) for c in self.cuts if c + self.delay == tc.frame_num]
+
+    def post_process(self, tc):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(frame_num=c) for c in self.cuts if c + self.delay >= tc.frame_num]
+
+
+@pytest.mark.parametrize("delay", [0, 2, 9])
+def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
+    """Frames are ints here; a shot's kept frames are exactly its first ``window`` frames. A
+    cut reported later than ``lag`` leaves the new shot short (CutClips re-decodes that clip),
+    never with frames of another shot."""
+    from pipelines.stages.cut_clips import ShotCutter
+
+    cuts, n, window, lag = [10, 30, 34], 50, 6, 3
+    cutter = ShotCutter(_LateDetector(cuts, delay), 24.0, window, lag, lambda f: f, lambda f: f)
+    shots = [s for i in range(n) for s in cutter.push(i, i)] + cutter.finish(n)
+    assert [(s.start, s.end) for s in shots] == [(0, 10), (10, 30), (30, 34), (34, 50)]
+    for s in shots:
+        want = list(range(s.start, min(s.end, s.start + window)))
+        assert s.frames == want[: len(s.frames)]  # a prefix of the right frames, never others
+        if delay <= lag:
+            assert s.frames == want
+
+
+def test_single_pass_and_two_pass_cut_the_same_clips(sample_set, tmp_path):
+    """One decode (CutClips) finds the same shots and clips as DetectShots + MakeClips, decodes
+    every frame once, and its clip pixels match the two-pass ones (up to decoder rounding)."""
+    from pipelines.stages import CutClips
+
+    vids = [v["path"] for v in sample_set["videos"].values()]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in vids))
+    base = [f"input.uri={tmp_path / 'm.jsonl'}", "output.uri=/unused", "caption.source=none",
+            "clips.resolution=64", "clips.num_frames=17", "shots.min_shot_frames=8"]  # fmt: skip
+    out = {}
+    for decode in ("single_pass", "two_pass"):
+        cfg = load_build_config(None, [*base, f"clips.decode={decode}"])
+        rows = ListInputs(cfg).process([])
+        stages = make_stages(cfg)[: 3 if decode == "two_pass" else 2]
+        for st in stages:
+            rows = _outputs(st.process(rows))
+        out[decode] = ({r["clip_id"]: r for r in rows}, stages[-1])
+    (one, cut), (two, make) = out["single_pass"], out["two_pass"]
+    assert sorted(one) == sorted(two) and len(one) == 10
+    for cid, r in one.items():
+        keys = ("shot_start_frame", "shot_end_frame", "start_frame", "num_frames", "bucket_width")
+        assert [r[k] for k in keys] == [two[cid][k] for k in keys], cid
+        a = np.frombuffer(r["frames"], np.uint8).astype(np.int16)
+        b = np.frombuffer(two[cid]["frames"], np.uint8).astype(np.int16)
+        assert np.abs(a - b).mean() < 2.0, cid
+    total = sum(v["num_frames"] for v in sample_set["videos"].values())
+    kept = sum(r["num_frames"] for r in one.values())
+    assert isinstance(cut, CutClips) and cut.frames_decoded == total and cut.frames_redecoded == 0
+    assert make.frames_decoded >= kept  # two-pass: every kept frame decoded a second time
 
 
 # ---- listing -------------------------------------------------------------------------------
@@ -412,7 +488,7 @@ def test_vlm_captions_through_the_stage(models, shot_video, tmp_path):
         "caption.vlm.device=cpu",
     )
     rows = ListInputs(cfg).process([])
-    for st in make_stages(cfg)[:3]:
+    for st in make_stages(cfg)[:2]:  # probe, cut_clips
         rows = _outputs(st.process(rows))
     cap = CaptionClips(cfg)
     assert cap.uses_actor() and "frames" in cap.inputs
