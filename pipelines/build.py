@@ -92,7 +92,8 @@ def build(cfg: BuildConfig) -> dict:
         with runner.ray_session(cfg):
             prov = provenance(cfg, runner.describe(cfg, stages))
             _check_same_models(state, prov, cfg.output.uri)
-            sink = WriteShards(cfg, state, prov, state.existing_ids())
+            written = state.existing_ids({r["video_id"] for r in todo})
+            sink = WriteShards(cfg, state, prov, written)
             _run_with_progress(cfg, stages, todo, sink)
         counts = sink.counts
     stats = {
