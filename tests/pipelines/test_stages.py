@@ -498,3 +498,24 @@ def test_vlm_captions_through_the_stage(models, shot_video, tmp_path):
         r["caption_source"] == f"vlm:{vlm}" or r["error_kind"] == "encode_error" for r in out
     )
     assert cap.describe()["caption"]["vlm"]["model_id"] == vlm
+
+
+def test_only_the_runner_imports_ray():
+    """CONVENTIONS.md layout: stages are Ray-free; the runner imports Ray inside functions."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2] / "pipelines"
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "runner.py"
+        and any(
+            line.strip().startswith(("import ray", "from ray"))
+            for line in p.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
+    code = "import sys, pipelines.build, pipelines.stages; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
