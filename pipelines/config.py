@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.pairs_config import PairJudgeConfig, PairsConfig
 from sama.captioner import CaptionConfig
 from sama.config import check, load_config, to_dict
 from sama.encoders.config import SiglipConfig, TextEncoderConfig, VAEConfig
@@ -34,6 +35,9 @@ class InputConfig:
     and ``id``; any fsspec URI. Relative manifest paths are relative to the manifest."""
 
     uri: str = ""
+    # clips: raw videos -> clips/v1; pairs: an edit-pair manifest (read as the `pairs` section
+    # says) -> pairs/v1. One root may hold both builds (pipelines/root_kinds.py)
+    kind: Literal["clips", "pairs"] = "clips"
     extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
     video_column: str = "video"
     caption_column: str = "caption"
@@ -107,6 +111,7 @@ class EngineConfig:
     latents: StageResources = field(default_factory=_actor)
     anchors: StageResources = field(default_factory=_actor)
     text: StageResources = field(default_factory=lambda: _actor(16))
+    judge: StageResources = field(default_factory=_actor)  # pairs: the VLM judge
 
     def validate(self) -> None:
         check(self.num_cpus >= 0, f"engine.num_cpus={self.num_cpus} must be >= 0 (0 = all)")
@@ -199,6 +204,8 @@ class BuildConfig:
     siglip: SiglipConfig = field(default_factory=SiglipConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)  # input.kind=pairs only
+    judge: PairJudgeConfig = field(default_factory=PairJudgeConfig)  # input.kind=pairs only
     models_dir: str = ""  # substituted for "{models_dir}" in encoder model ids
     seed: int = 0
 
@@ -218,6 +225,9 @@ class BuildConfig:
         return self.clips.decode != "two_pass" and not self.single_pass_blockers()
 
     def validate(self) -> None:
+        if self.input.kind == "pairs":
+            self.pairs.check_unused()
+            self.pair_manifest().validate()
         if self.clips.decode == "single_pass" and self.single_pass_blockers():
             raise ConfigError(
                 f"clips.decode=single_pass does not work with {self.single_pass_blockers()}; "
@@ -236,7 +246,13 @@ class BuildConfig:
             ("siglip", self.siglip),
             ("text.encoder", self.text.encoder),
             ("caption.vlm", self.caption.vlm),
+            ("judge.vlm", self.judge.vlm),
         ]
+
+    def pair_manifest(self) -> Any:
+        """The ``sama.pairs.PairManifestConfig`` of a pair build (``input.uri`` + ``pairs``)."""
+        i = self.input
+        return self.pairs.manifest(i.uri, i.limit, i.storage_options)
 
     def resolved(self) -> BuildConfig:
         """A copy with ``{models_dir}`` substituted in every model id."""
@@ -251,6 +267,7 @@ class BuildConfig:
         out.vae, out.siglip = sub(self.vae), sub(self.siglip)
         out.text = dataclasses.replace(self.text, encoder=sub(self.text.encoder))
         out.caption = dataclasses.replace(self.caption, vlm=sub(self.caption.vlm))
+        out.judge = dataclasses.replace(self.judge, vlm=sub(self.judge.vlm))
         return out
 
 
@@ -272,17 +289,25 @@ _RUNTIME_FIELDS = {
         "flush_interval_s",
         "storage_options",
     ),
-    "input": ("uri", "limit", "storage_options"),
+    # input.kind: each kind has its own resume state (pipelines/root_kinds.py)
+    "input": ("uri", "kind", "limit", "storage_options"),
     "models_dir": None,
 }
+# Sections that only one kind of build reads: left out of the other kind's fingerprint.
+_KIND_SECTIONS = {"clips": ("shots", "clips", "caption"), "pairs": ("pairs", "judge")}
 
 
 def output_fingerprint(cfg: BuildConfig) -> dict:
     """The part of the config that decides the rows (everything but the runtime fields).
 
     Resolved model paths stay in: a different model directory may hold different weights.
+    Sections of the other build kind are left out (a clip build ignores ``pairs``/``judge``).
     """
     data = to_dict(cfg)
+    for kind, sections in _KIND_SECTIONS.items():
+        if kind != cfg.input.kind:
+            for key in sections:
+                data.pop(key, None)
     for key, fields in _RUNTIME_FIELDS.items():
         if fields is None:
             data.pop(key, None)

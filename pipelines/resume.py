@@ -13,6 +13,10 @@ A build killed at any point (kill -9) leaves at most: ``.tmp-*`` files (removed 
 holding some rows of unmarked inputs. Those inputs are processed again; ``InputTracker`` and the
 set of ids already in shards (``existing_ids``) make the writer skip the rows already written,
 so the resumed dataset has the same set of rows as an uninterrupted build and no duplicates.
+
+A root may hold a clip build and a pair build (``pipelines/root_kinds.py``): ``BuildState(fs,
+root, kind)`` sees only what its kind owns (its shard folder, its error shards, its state under
+``_state/`` or ``_state/pairs/``), so resuming or overwriting one never touches the other.
 """
 
 from __future__ import annotations
@@ -28,14 +32,21 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from datasets_spec.provenance import read_provenance
+from pipelines.root_kinds import (
+    config_file,
+    owns_error_shard,
+    run_prefix,
+    state_dir,
+    without_kind,
+)
 from pipelines.writer import open_atomic
 from sama.errors import ConfigError, FatalError
 
-STATE_DIR = "_state"
 FINGERPRINT = "fingerprint.json"
 DONE_DIR = "done"
-# what a build writes under ROOT (overwrite removes exactly these)
-OUTPUTS = ("clips", "errors", STATE_DIR, "summary.json", "build_config.yaml")
+SUMMARY = "summary.json"
+# the record kind's id column and input column, per build kind
+ROW_IDS = {"clips": ("clip_id", "video_id"), "pairs": ("pair_id", "pair_id")}
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -57,29 +68,41 @@ def diff(old: dict, new: dict) -> list[str]:
 
 
 class BuildState:
-    """The resume state of one output root (any fsspec filesystem)."""
+    """The resume state of one ``kind`` of build (clips or pairs) in an output root (any fsspec
+    filesystem)."""
 
-    def __init__(self, fs: Any, root: str) -> None:
-        self.fs, self.root = fs, root.rstrip("/") or "/"
-        self.state = posixpath.join(self.root, STATE_DIR)
-        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    def __init__(self, fs: Any, root: str, kind: str = "clips") -> None:
+        self.fs, self.root, self.kind = fs, root.rstrip("/") or "/", kind
+        self.state = posixpath.join(self.root, state_dir(kind))
+        stamp = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.run_id = run_prefix(kind) + stamp
         self._seq = 0
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
+    def owned(self) -> list[str]:
+        """What this kind's build holds under ROOT (relative paths): what overwrite removes."""
+        out = [p for p in (self.kind, config_file(self.kind)) if self.fs.exists(self.path(p))]
+        out += [posixpath.relpath(p, self.root) for p in self.shard_paths("errors")]
+        state = [posixpath.join(state_dir(self.kind), n) for n in (FINGERPRINT, DONE_DIR)]
+        if self.kind != "clips":  # its own folder under _state/
+            state = [state_dir(self.kind)]
+        return out + [p for p in state if self.fs.exists(self.path(p))]
+
     # ---- start-up ----------------------------------------------------------------------
     def prepare(self, fingerprint: dict, if_exists: str, uri: str) -> bool:
         """Apply ``output.if_exists``; returns True when an earlier build is resumed."""
-        existing = [p for p in OUTPUTS if self.fs.exists(self.path(p))]
+        existing = self.owned()
         if existing and if_exists == "error":
             raise ConfigError(
-                f"output {uri!r} already holds a build ({existing}); choose a new "
+                f"output {uri!r} already holds a build ({existing[:6]}); choose a new "
                 "output.uri, or set output.if_exists=resume or overwrite"
             )
         if existing and if_exists == "overwrite":
             for p in existing:
                 self.fs.rm(self.path(p), recursive=True)
+            self._forget_summary()
             existing = []
         resumed = False
         fp_path = posixpath.join(self.state, FINGERPRINT)
@@ -95,9 +118,9 @@ class BuildState:
                     "to replace the old build"
                 )
             resumed = True
-        elif any(p in existing for p in ("clips", "errors")):
+        elif any(p == self.kind or p.startswith("errors/") for p in existing):
             raise ConfigError(
-                f"output {uri!r} holds shards but no {STATE_DIR}/{FINGERPRINT}: "
+                f"output {uri!r} holds shards but no {state_dir(self.kind)}/{FINGERPRINT}: "
                 "it was not written by this build; choose a new output.uri"
             )
         else:
@@ -105,10 +128,22 @@ class BuildState:
         self.remove_leftovers()
         return resumed
 
+    def _forget_summary(self) -> None:
+        """Rewrite ``summary.json`` without this kind's inputs (delete it if none are left)."""
+        path = self.path(SUMMARY)
+        if not self.fs.exists(path):
+            return
+        with self.fs.open(path, "rb") as f:
+            kept = without_kind(json.loads(f.read()), self.kind)
+        if kept is None:
+            self.fs.rm(path)
+        else:
+            self._write_json(path, kept)
+
     def remove_leftovers(self) -> list[str]:
         """Delete ``.tmp-*`` files of writes a killed build left behind."""
         gone = []
-        for sub in ("clips", "errors", posixpath.join(STATE_DIR, DONE_DIR)):
+        for sub in (self.kind, "errors", posixpath.join(state_dir(self.kind), DONE_DIR)):
             d = self.path(sub)
             if not self.fs.exists(d):
                 continue
@@ -144,34 +179,38 @@ class BuildState:
 
     # ---- what is already written -------------------------------------------------------
     def shard_paths(self, kind: str) -> list[str]:
+        """Shards under ``ROOT/kind``; for ``errors``, only those this build kind wrote."""
         d = self.path(kind)
         if not self.fs.exists(d):
             return []
         return sorted(
             p
             for p in self.fs.ls(d, detail=False)
-            if p.endswith(".parquet") and not posixpath.basename(p).startswith(".")
+            if p.endswith(".parquet")
+            and not (name := posixpath.basename(p)).startswith(".")
+            and (kind != "errors" or owns_error_shard(self.kind, name))
         )
 
     def existing_ids(self, inputs: Iterable[str] | None = None) -> set[str]:
-        """``clip_id`` and ``error_id`` of the rows already in shards (only those of
-        ``inputs``, when given: the unfinished inputs a resumed run processes again)."""
+        """Row ids (``clip_id`` / ``pair_id``, ``error_id``) already in this kind's shards (only
+        those of ``inputs``, when given: the unfinished inputs a resumed run processes again)."""
         keep = None if inputs is None else set(inputs)
         ids: set[str] = set()
         for kind, col, owner in (
-            ("clips", "clip_id", "video_id"),
+            (self.kind, *ROW_IDS[self.kind]),
             ("errors", "error_id", "item_id"),
         ):
             for p in self.shard_paths(kind):
                 with self.fs.open(p, "rb") as f:
-                    t = pq.read_table(f, columns=[col, owner]).to_pydict()
+                    cols = list(dict.fromkeys([col, owner]))
+                    t = pq.read_table(f, columns=cols).to_pydict()
                 ids.update(
                     i for i, o in zip(t[col], t[owner], strict=True) if keep is None or o in keep
                 )
         return ids
 
     def existing_provenance(self) -> dict | None:
-        for p in self.shard_paths("clips"):
+        for p in self.shard_paths(self.kind):
             with self.fs.open(p, "rb") as f:
                 return read_provenance(pq.read_schema(f))
         return None

@@ -47,20 +47,35 @@ MAX_INPUT_BLOCKS = 10_000
 Sink = Callable[[Batch], None]
 
 
-def plan(stages: list[Stage]) -> list[tuple[str, ...]]:
-    """The columns after each stage; raises if a stage reads what nothing produces."""
-    return check_plan(stages, ListInputs.outputs, WriteShards.inputs)
+def plan(
+    stages: list[Stage],
+    source: type[Stage] = ListInputs,
+    writer: type[Stage] = WriteShards,
+) -> list[tuple[str, ...]]:
+    """The columns after each stage; raises if a stage reads what nothing produces.
+
+    ``source`` makes the input rows (in the driver), ``writer`` is the sink: the clip build's
+    by default; the pair build passes ``ListPairs`` and ``WritePairShards``."""
+    return check_plan(stages, source.outputs, writer.inputs)
 
 
-def run(cfg: BuildConfig, stages: list[Stage], inputs: Batch, sink: Sink) -> None:
-    """Push ``inputs`` (ListInputs rows) through ``stages``; every output batch goes to ``sink``."""
-    columns = plan(stages)
+def run(
+    cfg: BuildConfig,
+    stages: list[Stage],
+    inputs: Batch,
+    sink: Sink,
+    *,
+    source: type[Stage] = ListInputs,
+    writer: type[Stage] = WriteShards,
+) -> None:
+    """Push ``inputs`` (``source`` rows) through ``stages``; every output batch goes to ``sink``."""
+    columns = plan(stages, source, writer)
     if not inputs:
         return
     if cfg.engine.executor == "local":
         _run_local(cfg, stages, columns, inputs, sink)
     else:
-        _run_ray(cfg, stages, columns, inputs, sink)
+        _run_ray(cfg, stages, columns, inputs, sink, source)
 
 
 def describe(cfg: BuildConfig, stages: list[Stage]) -> dict:
@@ -146,14 +161,20 @@ def _configure_data() -> None:
 
 # ---- Ray Data ------------------------------------------------------------------------------
 def _run_ray(
-    cfg: BuildConfig, stages: list[Stage], columns: list[tuple[str, ...]], inputs: Batch, sink: Sink
+    cfg: BuildConfig,
+    stages: list[Stage],
+    columns: list[tuple[str, ...]],
+    inputs: Batch,
+    sink: Sink,
+    source: type[Stage] = ListInputs,
 ) -> None:
     import ray.data
 
     n = min(len(inputs), MAX_INPUT_BLOCKS)
     step = -(-len(inputs) // n)
     blocks = [
-        to_table(inputs[i : i + step], ListInputs.outputs) for i in range(0, len(inputs), step)
+        to_table(inputs[i : i + step], source.outputs, source.registry)
+        for i in range(0, len(inputs), step)
     ]
     check_resources(cfg, stages)
     ds = ray.data.from_arrow(blocks)
@@ -237,7 +258,7 @@ def _apply(st: Stage, table: pa.Table, cols: tuple[str, ...], strict: bool) -> I
         if strict:
             check_batch(st.name, out, cols)
         if out:
-            yield to_table(out, cols)
+            yield to_table(out, cols, st.registry)
 
 
 class StageActor:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,7 +106,14 @@ def row_bytes(row: Row) -> int:
 
 
 class ShardWriter:
-    """Buffers clip and error rows and writes them as shards under ``root`` (see module doc)."""
+    """Buffers clip and error rows and writes them as shards under ``root`` (see module doc).
+
+    A subclass writes another record kind by changing ``spec``, ``owner_column`` and the three
+    hooks ``record`` / ``error`` / ``group_key`` (``pipelines/pair_writer.py``: ``pairs/v1``).
+    """
+
+    spec: ClassVar[RecordSpec] = CLIPS_V1  # the rows' record kind
+    owner_column: ClassVar[str] = "video_id"  # the column naming the input a row came from
 
     def __init__(
         self,
@@ -120,31 +127,47 @@ class ShardWriter:
         run_id: str | None = None,
     ) -> None:
         self.fs, self.root = fs, root
-        self.prov_clips = {**provenance, "spec": CLIPS_V1.id}
+        kind = self.spec.kind
+        self.prov_rows = {**provenance, "spec": self.spec.id}
         self.prov_errors = {**provenance, "spec": ERRORS_V1.id}
         self.shard_bytes, self.rg_rows = shard_bytes, row_group_rows
         self.flush_interval_s = flush_interval_s
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.buckets: dict[tuple[int, int], list[Row]] = defaultdict(list)
+        self.buckets: dict[tuple, list[Row]] = defaultdict(list)
         self.errors: list[Row] = []
         self.full_bytes = 0  # bytes in complete row groups waiting to be written
-        self.seq = {"clips": 0, "errors": 0}
+        self.seq = {kind: 0, "errors": 0}
         self.last_flush = time.monotonic()
         self.shards: list[str] = []
-        self.rows_written = {"clips": 0, "errors": 0}
+        self.rows_written = {kind: 0, "errors": 0}
+
+    # ---- the record kind ---------------------------------------------------------------
+    def record(self, row: Row) -> Row:
+        """The stored row of a pipeline row."""
+        return clip_record(row)
+
+    def error(self, row: Row) -> Row:
+        """The ``errors/v1`` row of a pipeline error row."""
+        return error_record(row)
+
+    def group_key(self, rec: Row) -> tuple:
+        """Rows with the same key share row groups (one tensor shape per row group)."""
+        return (rec["bucket_width"], rec["bucket_height"])
 
     # ---- buffering ---------------------------------------------------------------------
-    def add_clip(self, row: Row) -> list[str]:
-        """Buffer a clip row; returns the video ids made durable if this filled a shard."""
-        rec = clip_record(row)
-        buf = self.buckets[(rec["bucket_width"], rec["bucket_height"])]
+    def add_row(self, row: Row) -> list[str]:
+        """Buffer a row; returns the input ids made durable if this filled a shard."""
+        rec = self.record(row)
+        buf = self.buckets[self.group_key(rec)]
         buf.append(rec)
         if len(buf) % self.rg_rows == 0:
             self.full_bytes += sum(row_bytes(r) for r in buf[-self.rg_rows :])
         return self.flush() if self.full_bytes >= self.shard_bytes else []
 
+    add_clip = add_row
+
     def add_error(self, row: Row) -> list[str]:
-        self.errors.append(error_record(row))
+        self.errors.append(self.error(row))
         return self.flush() if len(self.errors) >= ERROR_FLUSH_ROWS else []
 
     def pending(self) -> int:
@@ -159,18 +182,18 @@ class ShardWriter:
     def flush(self, force: bool = False) -> list[str]:
         """Write the full row groups (all rows with ``force``) and the errors.
 
-        Returns the ``video_id`` of every row written (once per row).
+        Returns the input id (``owner_column`` / ``item_id``) of every row written (once per row).
         """
         groups: list[pa.Table] = []
         for key in sorted(self.buckets):
             buf = self.buckets[key]
             n = len(buf) if force else len(buf) // self.rg_rows * self.rg_rows
             for i in range(0, n, self.rg_rows):
-                groups.append(CLIPS_V1.from_rows(buf[i : i + self.rg_rows]))
+                groups.append(self.spec.from_rows(buf[i : i + self.rg_rows]))
             self.buckets[key] = buf[n:]
         self.buckets = defaultdict(list, {k: v for k, v in self.buckets.items() if v})
         self.full_bytes = 0
-        durable = self._write("clips", CLIPS_V1, self.prov_clips, groups)
+        durable = self._write(self.spec.kind, self.spec, self.prov_rows, groups)
         if self.errors:
             errors, self.errors = self.errors, []
             table = ERRORS_V1.from_rows(errors)
@@ -190,7 +213,7 @@ class ShardWriter:
         write_table_atomic(self.fs, path, spec, prov, groups)
         self.seq[kind] += 1
         self.shards.append(path)
-        id_col = "video_id" if kind == "clips" else "item_id"
+        id_col = self.owner_column if kind == self.spec.kind else "item_id"
         ids = [v for g in groups for v in g.column(id_col).to_pylist()]
         self.rows_written[kind] += len(ids)
         return ids

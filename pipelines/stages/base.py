@@ -88,13 +88,17 @@ def tensor_columns(name: str) -> tuple[str, str, str]:
     return clip_columns(name, f"{name}_shape", f"{name}_dtype")
 
 
-def schema_for(names: Iterable[str]) -> pa.Schema:
-    """Arrow schema of an in-flight batch (every column nullable: error rows leave gaps)."""
+def schema_for(names: Iterable[str], registry: dict[str, Column] | None = None) -> pa.Schema:
+    """Arrow schema of an in-flight batch (every column nullable: error rows leave gaps).
+
+    ``registry``: where the columns are declared (default ``COLUMNS``, the clip build's; the
+    pair build declares its own, ``stages.pair_columns.PAIR_COLUMNS``)."""
+    registry = COLUMNS if registry is None else registry
     fields = []
     for n in names:
-        if n not in COLUMNS:
+        if n not in registry:
             raise KeyError(f"column {n!r} is declared nowhere (clips/v1 or stages.base.INTERNAL)")
-        fields.append(pa.field(n, COLUMNS[n].type, nullable=True))
+        fields.append(pa.field(n, registry[n].type, nullable=True))
     return pa.schema(fields)
 
 
@@ -106,6 +110,7 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()
     drops: ClassVar[tuple[str, ...]] = ()
     engine_key: ClassVar[str] = ""  # which ``engine.<key>`` StageResources applies
+    registry: ClassVar[dict[str, Column]] = COLUMNS  # where its columns are declared
     describe_loads_model: ClassVar[bool] = False  # describe() needs setup() (a model) first
 
     def __init__(self, cfg: BuildConfig) -> None:
@@ -201,7 +206,7 @@ def check_plan(
                 f"stage {st.name!r} reads {missing}, which no earlier stage produces "
                 f"(available: {cols})"
             )
-        undeclared = [c for c in (*st.outputs, *st.drops) if c not in COLUMNS]
+        undeclared = [c for c in (*st.outputs, *st.drops) if c not in st.registry]
         if undeclared:
             raise FatalError(f"stage {st.name!r} declares unknown columns {undeclared}")
         cols = [c for c in cols if c not in st.drops]
@@ -232,7 +237,9 @@ def check_batch(stage_name: str, batch: Batch, expected: Iterable[str]) -> None:
             )
 
 
-def to_table(batch: Batch, columns: Iterable[str]) -> pa.Table:
+def to_table(
+    batch: Batch, columns: Iterable[str], registry: dict[str, Column] | None = None
+) -> pa.Table:
     """Rows -> Arrow with the declared types (never inferred); absent values become null."""
-    schema = schema_for(columns)
+    schema = schema_for(columns, registry)
     return pa.Table.from_pylist(batch, schema=schema)
