@@ -6,6 +6,9 @@ runs the stages (``pipelines/runner.py``) into the shard writer, then writes
 and prints a summary: inputs, clips, errors by kind, time and throughput. A progress bar runs
 meanwhile. Layout of ROOT: ``clips/*.parquet``, ``errors/*.parquet``, ``build_config.yaml``,
 ``summary.json``, ``_state/`` (see ``pipelines/layout.py``).
+
+``input.kind=pairs`` builds edit pairs instead (``pipelines/pairs_build.py``), possibly into the
+same root: ``summary.json`` then lists the inputs of both builds (``pipelines/root_kinds.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pipelines import runner
 from pipelines.config import BuildConfig, load_build_config, output_fingerprint
 from pipelines.layout import BUILD_CONFIG_FILE, SUMMARY_FILE
 from pipelines.resume import BuildState
+from pipelines.root_kinds import merge_summary
 from pipelines.stages import ListInputs, WriteShards, make_stages
 from sama.config import config_hash, to_dict
 from sama.errors import ConfigError
@@ -69,6 +73,10 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
 
 def build(cfg: BuildConfig) -> dict:
     """Run the build described by ``cfg``; returns the summary (also in ``summary.json``)."""
+    if cfg.input.kind == "pairs":
+        from pipelines.pairs_build import build_pairs
+
+        return build_pairs(cfg)
     t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     fs, root = fsspec.core.url_to_fs(cfg.output.uri, **cfg.output.storage_options)
     state = BuildState(fs, root)
@@ -105,7 +113,8 @@ def build(cfg: BuildConfig) -> dict:
         "wall_s": round(time.monotonic() - t0, 3),
     }
     summary = summarize(cfg, state, inputs, stats)
-    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(summary, indent=1) + "\n")
+    merged = merge_summary(_read_json(fs, posixpath.join(root, SUMMARY_FILE)), summary, "clips")
+    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(merged, indent=1) + "\n")
     print(format_summary(summary), file=sys.stderr, flush=True)
     return summary
 
@@ -144,6 +153,13 @@ def _check_same_models(state: BuildState, prov: dict, uri: str) -> None:
             f"output {uri!r} holds shards made with other models: "
             f"{'; '.join(changes)}; use a new output.uri"
         )
+
+
+def _read_json(fs: Any, path: str) -> dict | None:
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
 
 
 def _write(fs: Any, path: str, text: str) -> None:
@@ -216,7 +232,8 @@ def format_summary(s: dict) -> str:
 def build_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="sama build",
-        description="Build clip shards from raw videos (Ray Data). Overrides: a.b=value.",
+        description="Build clip shards from raw videos, or edit-pair shards from a pair "
+        "manifest (input.kind=pairs), on Ray Data. Overrides: a.b=value.",
     )
     p.add_argument("config", help="build config YAML (e.g. configs/build_clips.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. input.uri=videos/")

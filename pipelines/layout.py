@@ -3,8 +3,11 @@
 ```
 ROOT/clips/*.parquet     clips/v1 shards        ROOT/build_config.yaml  resolved build config
 ROOT/pairs/*.parquet     pairs/v1 shards        ROOT/summary.json       build stats (below)
-ROOT/errors/*.parquet    errors/v1 shards
+ROOT/errors/*.parquet    errors/v1 shards       ROOT/build_config_pairs.yaml  of a pair build
 ```
+
+A root may hold a clip build and a pair build (``pipelines/root_kinds.py``); ``build_config.yaml``
+is the clip build's, and a root with pairs only is described by ``build_config_pairs.yaml``.
 
 ROOT is any fsspec URI. ``summary.json`` is written by the build; the tools read:
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from pipelines.root_kinds import config_file
 from sama.shards import list_shards, url_to_fs
 
 KINDS: tuple[str, ...] = ("clips", "pairs", "errors")
@@ -59,6 +63,9 @@ def open_dataset_dir(root: str, fs=None) -> DatasetDir:
     out.build_config, out.build_config_error = _read_text(
         fs, posixpath.join(path, BUILD_CONFIG_FILE), yaml.safe_load
     )
+    pairs_config = posixpath.join(path, config_file("pairs"))
+    if out.build_config is None and fs.exists(pairs_config):  # a root with pairs only
+        out.build_config, out.build_config_error = _read_text(fs, pairs_config, yaml.safe_load)
     return out
 
 

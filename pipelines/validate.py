@@ -296,15 +296,18 @@ def _check_ids(
 
 def _check_provenance(shards: list[ShardInfo], col: _Collector) -> None:
     """Every shard must agree with the first one: fully within a kind, on the latent space across
-    kinds (the ``spec`` entry differs by kind by design)."""
+    kinds (the ``spec`` entry differs by kind by design). Error shards are grouped by the build
+    that wrote them (provenance ``build_kind``: a pair build's frame and resolution policies
+    differ from a clip build's by design, pipelines/root_kinds.py)."""
     with_prov = [s for s in shards if s.provenance is not None]
     if not with_prov:
         return
     ref = with_prov[0]
-    ref_by_kind: dict[str, ShardInfo] = {}
+    ref_by_kind: dict[tuple[str, str], ShardInfo] = {}
     cross_keys = tuple(k for k in COMPATIBILITY_KEYS if k[0] != "spec")
     for s in with_prov:
-        kref = ref_by_kind.setdefault(s.kind, s)
+        group = (s.kind, str(s.provenance.get("build_kind", "clips")))
+        kref = ref_by_kind.setdefault(group, s)
         if kref is not s:
             diffs = compare(kref.provenance, s.provenance)
             soft = compare(kref.provenance, s.provenance, [(k, k) for k in _SOFT_KEYS])

@@ -32,6 +32,7 @@ class EncodeAnchors(Stage):
     describe_loads_model = True
     inputs = ("frames", "frames_shape", *clip_columns("num_frames"))
     outputs = (*clip_columns("anchor_frame_indices"), *tensor_columns("anchor_tokens"))
+    frames_column = "frames"  # the frames the anchors are taken from (pairs: the target's)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -56,7 +57,8 @@ class EncodeAnchors(Stage):
                 out.append(self.passthrough(row))
                 continue
             idx = anchor_indices(row["num_frames"], a.num, a.policy)
-            clip_THWC = np.frombuffer(row["frames"], np.uint8).reshape(row["frames_shape"])
+            clip_THWC = np.frombuffer(row[self.frames_column], np.uint8)
+            clip_THWC = clip_THWC.reshape(row["frames_shape"])
             data, shape, dtype = encode_tensor(self.encoder.encode(clip_THWC[idx]), "bfloat16")
             out.append(
                 self.merge(

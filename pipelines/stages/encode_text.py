@@ -7,7 +7,7 @@ L; split with ``text_lengths``). Fan-out 1:1. Resources: an actor pool (``engine
 the text encoder.
 
 The prompts of one clip are one encoder call, and clips of one video share a caption, so a small
-per-actor cache keyed by caption saves most calls; the result never depends on batching.
+per-actor cache keyed by the prompts saves most calls; the result never depends on batching.
 """
 
 from __future__ import annotations
@@ -46,18 +46,23 @@ class EncodeText(Stage):
             self.encoder = UMT5TextEncoder.load(self.cfg.text.encoder)
 
     def process(self, batch: Batch) -> Batch:
-        return self.map_rows(batch, lambda row: self._embed(row["caption"]))
+        return self.map_rows(batch, lambda row: self._embed(self.prompts(row)))
 
-    def _embed(self, caption: str) -> Row:
-        if caption in self._cache:
-            self._cache.move_to_end(caption)
-            return self._cache[caption]
+    def prompts(self, row: Row) -> list[str]:
+        """Every prompt the trainer may use for ``row`` (pairs: the prefixed instruction)."""
+        from sama.pretext import all_prompts
+
+        return list(all_prompts(row["caption"]).values())
+
+    def _embed(self, prompts: list[str]) -> Row:
+        key = "\x00".join(prompts)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         import torch
 
-        from sama.pretext import all_prompts
         from sama.tensors import encode_tensor
 
-        prompts = list(all_prompts(caption).values())
         embeds = self.encoder.encode(prompts)
         data, shape, dtype = encode_tensor(torch.cat(embeds), "bfloat16")
         out = {
@@ -67,7 +72,7 @@ class EncodeText(Stage):
             "text_embeds_shape": shape,
             "text_embeds_dtype": dtype,
         }
-        self._cache[caption] = out
+        self._cache[key] = out
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return out

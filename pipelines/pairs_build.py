@@ -1,0 +1,267 @@
+"""``sama build`` with ``input.kind=pairs``: an edit-pair manifest -> ``pairs/v1`` shards.
+
+The same machinery as the clip build (``pipelines/build.py``): list the inputs in the driver,
+drop those a previous run finished, run the stages on Ray Data (``pipelines/runner.py``) into a
+driver-side shard writer, then write ``summary.json`` listing every pair input (``id`` =
+``pair_id``, so ``sama validate`` checks each is in ``pairs`` or ``errors``). The stages
+(SAMA.md §4):
+
+    ListPairs -> ProbePairs -> LoadPairFrames -> [JudgePairs] -> EncodePairAnchors
+              -> EncodePairLatents -> [EncodePairText] -> WritePairShards
+
+The judge comes before the encoders, so pairs it filters cost no VAE time. The output root may
+already hold a clip build: this build touches only ``pairs/``, its own error shards, its state
+under ``_state/pairs/`` and ``build_config_pairs.yaml``, and merges its inputs into
+``summary.json`` (``pipelines/root_kinds.py``). It refuses to add pairs encoded with other
+models than the shards already there (the trainer needs one latent space).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import pyarrow.parquet as pq
+import yaml
+
+import sama
+from datasets_spec import PAIRS_V1
+from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, stable_hash
+from pipelines import runner
+from pipelines.config import BuildConfig, output_fingerprint
+from pipelines.layout import SUMMARY_FILE
+from pipelines.resume import BuildState
+from pipelines.root_kinds import BUILD_KINDS, config_file, merge_summary
+from pipelines.stages.base import Stage
+from pipelines.stages.encode_pair_anchors import EncodePairAnchors
+from pipelines.stages.encode_pair_latents import EncodePairLatents
+from pipelines.stages.encode_pair_text import EncodePairText
+from pipelines.stages.judge_pairs import JudgePairs
+from pipelines.stages.list_pairs import ListPairs
+from pipelines.stages.load_pair_frames import LoadPairFrames
+from pipelines.stages.probe_pairs import ProbePairs
+from pipelines.stages.write_pair_shards import WritePairShards
+from pipelines.writer import open_atomic
+from sama.config import config_hash, to_dict
+from sama.errors import ConfigError
+from sama.pairs.manifest import effective_config
+from sama.video.buckets import buckets_for
+from sama.video.frames import latent_num_frames
+
+KIND = "pairs"
+# Between ListPairs (the source, in the driver) and WritePairShards (the sink, in the driver).
+PAIR_PIPELINE: tuple[type[Stage], ...] = (
+    ProbePairs,
+    LoadPairFrames,
+    JudgePairs,
+    EncodePairAnchors,
+    EncodePairLatents,
+    EncodePairText,
+)
+
+
+def make_pair_stages(cfg: BuildConfig) -> list[Stage]:
+    """The enabled worker stages of a pair build, in order."""
+    return [cls(cfg) for cls in PAIR_PIPELINE if cls.enabled(cfg)]
+
+
+def plan_pairs(stages: list[Stage]) -> list[tuple[str, ...]]:
+    return runner.plan(stages, ListPairs, WritePairShards)
+
+
+def provenance(cfg: BuildConfig, described: dict) -> dict:
+    """What produced the pair shards (``datasets_spec.provenance.REQUIRED`` and more)."""
+    a, eff = cfg.pairs.align, effective_config(cfg.pair_manifest())
+    return {
+        "spec": PAIRS_V1.id,
+        "build_kind": KIND,
+        "sama_version": sama.__version__,
+        **described,  # vae, latent_norm, siglip, anchor_policy, text, judge
+        "text": described.get("text"),
+        "judge": described.get("judge", {"enabled": False}),
+        "frame_policy": {
+            "rule": "the same 4k+1 frames of source and target, from start_frame",
+            "max_frames": a.max_frames,
+            "max_latent_frames": latent_num_frames(a.max_frames) if a.max_frames else None,
+            "min_frames": a.min_frames,
+            "drop_first_frames": eff.drop_first_frames or 0,
+            "stride": 1,
+            "fps_resampling": False,
+            "max_fps_diff": a.max_fps_diff,
+            "images": "1 frame",
+        },
+        "resolution_policy": {
+            "resolution": a.resolution,
+            "buckets": [list(b) for b in buckets_for(a.resolution, a.multiple)],
+            "assign": "nearest aspect ratio (log space); source and target must agree",
+            "resize": "cover-resize, centre-crop",
+        },
+        "pairs": {
+            "preset": eff.preset,
+            "corpus": eff.corpus or None,
+            "prompt_policy": cfg.pairs.prompt_policy(),
+        },
+        "build_config": to_dict(cfg),
+        "output_fingerprint": stable_hash(output_fingerprint(cfg)),
+    }
+
+
+def build_pairs(cfg: BuildConfig) -> dict:
+    """Run the pair build described by ``cfg``; returns its summary (merged into
+    ``summary.json`` with the root's other kinds)."""
+    t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
+    fs, root = fsspec.core.url_to_fs(cfg.output.uri, **cfg.output.storage_options)
+    state = BuildState(fs, root, KIND)
+    resumed = state.prepare(output_fingerprint(cfg), cfg.output.if_exists, cfg.output.uri)
+    inputs = ListPairs(cfg).process([])
+    done = state.done_inputs()
+    todo = [r for r in inputs if r["pair_id"] not in done]
+    stages = make_pair_stages(cfg)
+    plan_pairs(stages)  # a wiring error fails here, before Ray starts
+    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    _write(fs, posixpath.join(root, config_file(KIND)), config_yaml)
+    print(
+        f"sama build (pairs): {len(inputs)} pairs, {len(inputs) - len(todo)} already built, "
+        f"{len(todo)} to do -> {cfg.output.uri}",
+        file=sys.stderr,
+        flush=True,
+    )
+    counts = {"pairs": 0, "errors": 0, "skipped_rows": 0}
+    if todo:  # nothing to do: no Ray, no models
+        with runner.ray_session(cfg):
+            prov = provenance(cfg, runner.describe(cfg, stages))
+            check_same_models(fs, root, prov, cfg.output.uri)
+            written = state.existing_ids({r["pair_id"] for r in todo})
+            sink = WritePairShards(cfg, state, prov, written)
+            _run_with_progress(cfg, stages, todo, sink)
+        counts = sink.counts
+    stats = {
+        **counts,
+        "resumed": resumed,
+        "processed_inputs": len(todo),
+        "skipped_inputs": len(inputs) - len(todo),
+        "started_at": started,
+        "wall_s": round(time.monotonic() - t0, 3),
+    }
+    summary = summarize(cfg, state, inputs, stats)
+    merged = merge_summary(_read_json(fs, posixpath.join(root, SUMMARY_FILE)), summary, KIND)
+    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(merged, indent=1) + "\n")
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def _run_with_progress(
+    cfg: BuildConfig, stages: list[Stage], todo: list[dict], sink: WritePairShards
+) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="build pairs", unit="pair", file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+
+    def consume(batch: list[dict]) -> None:
+        bar.update(len(sink.process(batch)))
+        bar.set_postfix(pairs=sink.counts["pairs"], errors=sink.counts["errors"], refresh=False)
+
+    try:
+        runner.run(cfg, stages, todo, consume, source=ListPairs, writer=WritePairShards)
+    finally:  # even when the run fails: what arrived complete is written and marked done
+        sink.close()
+        bar.close()
+
+
+def check_same_models(fs: Any, root: str, prov: dict, uri: str) -> None:
+    """Refuse pairs encoded with other models than the shards already under ``root``: the
+    root's pairs (every compatibility key) and clips (the latent space: all but the spec)."""
+    for kind in BUILD_KINDS:
+        old = BuildState(fs, root, kind).existing_provenance()
+        if old is None:
+            continue
+        keys = COMPATIBILITY_KEYS if kind == KIND else [k for k in COMPATIBILITY_KEYS
+                                                         if k[0] != "spec"]  # fmt: skip
+        changes = compare(old, prov, keys)
+        if changes:
+            raise ConfigError(
+                f"output {uri!r} holds {kind} shards made with other models: "
+                f"{'; '.join(changes)}; use the same encoders or a new output.uri"
+            )
+
+
+def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict) -> dict:
+    """Counts over the root's pairs and pair errors (earlier runs included) + this run's."""
+    fs = state.fs
+    media: Counter = Counter()
+    with_pairs: set[str] = set()
+    for p in state.shard_paths(KIND):
+        with fs.open(p, "rb") as f:
+            t = pq.read_table(f, columns=["pair_id", "media_type"]).to_pydict()
+        with_pairs.update(t["pair_id"])
+        media.update(t["media_type"])
+    errs: list[dict] = []
+    for p in state.shard_paths("errors"):
+        with fs.open(p, "rb") as f:
+            errs += pq.read_table(f, columns=["item_id", "stage", "kind"]).to_pylist()
+    wall = max(run["wall_s"], 1e-9)
+    run |= {
+        "pairs_per_s": round(run["pairs"] / wall, 3),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "executor": cfg.engine.executor,
+        "ray_address": cfg.engine.ray_address or "local",
+    }
+    ids = [r["pair_id"] for r in inputs]
+    with_errors = {e["item_id"] for e in errs}
+    return {
+        "spec": PAIRS_V1.id,
+        "sama_version": sama.__version__,
+        "output": cfg.output.uri,
+        "inputs": [{"id": r["pair_id"], "uri": r["input_uri"], "kind": KIND} for r in inputs],
+        "num_inputs": len(inputs),
+        "pairs": sum(media.values()),
+        "pairs_by_media": dict(sorted(media.items())),
+        "errors": len(errs),
+        "inputs_with_pairs": len(with_pairs & set(ids)),
+        "inputs_with_errors": len(with_errors & set(ids)),
+        "inputs_unaccounted": sorted(set(ids) - with_pairs - with_errors),
+        "errors_by_kind": dict(sorted(Counter(e["kind"] for e in errs).items())),
+        "errors_by_stage": dict(sorted(Counter(e["stage"] for e in errs).items())),
+        "judge": "off" if not cfg.judge.enabled else f"on, filter={cfg.judge.filter}",
+        "config_hash": config_hash(cfg),
+        "output_fingerprint": stable_hash(output_fingerprint(cfg)),
+        "wall_s": run["wall_s"],
+        "run": run,
+    }
+
+
+def format_summary(s: dict) -> str:
+    r = s["run"]
+    kinds = ", ".join(f"{k} {n}" for k, n in s["errors_by_kind"].items()) or "none"
+    media = ", ".join(f"{n} {k}" for k, n in s["pairs_by_media"].items()) or "none"
+    lines = [
+        f"sama build (pairs) done in {r['wall_s']:.1f}s: {s['num_inputs']} pairs "
+        f"({r['processed_inputs']} processed, {r['skipped_inputs']} already built), "
+        f"{s['pairs']} written ({media}), {s['errors']} errors",
+        f"  this run: {r['pairs']} pairs, {r['errors']} error rows, {r['pairs_per_s']:.2f} pairs/s",
+        f"  errors by kind: {kinds}",
+        f"  judge: {s['judge']}",
+        f"  output: {s['output']}",
+    ]
+    if s["inputs_unaccounted"]:
+        lines.append(f"  NOT accounted for: {s['inputs_unaccounted'][:10]}")
+    return "\n".join(lines)
+
+
+def _read_json(fs: Any, path: str) -> dict | None:
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def _write(fs: Any, path: str, text: str) -> None:
+    with open_atomic(fs, path) as f:
+        f.write(text.encode())

@@ -1,0 +1,61 @@
+"""WritePairShards: the pair build's sink. Files each row in ``pairs/v1`` or ``errors/v1``.
+
+IN: every non-null ``pairs/v1`` column, ``input_uri`` and the error fields. OUT: nothing (returns
+the ids of the inputs it finished, for the progress bar). Resources: the driver, as the clip
+build's ``WriteShards`` (shards are cut by bytes across batches; markers need a global view).
+
+A pair is one row, so an input is done as soon as its row is durable (in a renamed shard); its
+resume marker is written then (``pipelines/resume.py``, state under ``_state/pairs/``). A row an
+interrupted run already wrote (``skip_ids``) is not written again, and its input is marked done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.pair_writer import PairShardWriter, pair_error_id
+from pipelines.resume import BuildState
+from pipelines.stages.base import ERROR_COLUMNS, Batch, Stage, is_error
+from pipelines.stages.pair_columns import PAIR_COLUMNS, REQUIRED_PAIR_COLUMNS
+
+
+class WritePairShards(Stage):
+    name = "write_pair_shards"
+    registry = PAIR_COLUMNS
+    inputs = (*REQUIRED_PAIR_COLUMNS, "input_uri", *ERROR_COLUMNS)
+
+    def __init__(self, cfg, state: BuildState, provenance: dict, skip_ids: set[str]) -> None:
+        super().__init__(cfg)
+        o = cfg.output
+        self.state = state
+        self.writer = PairShardWriter(
+            state.fs,
+            state.root,
+            provenance,
+            shard_bytes=int(o.shard_size_mb * 2**20),
+            row_group_rows=o.row_group_rows,
+            flush_interval_s=o.flush_interval_s,
+            run_id=state.run_id,
+        )
+        self.skip_ids = skip_ids
+        self.counts: dict[str, Any] = {"pairs": 0, "errors": 0, "skipped_rows": 0}
+
+    def process(self, batch: Batch) -> Batch:
+        done: list[str] = []
+        for row in batch:
+            error = is_error(row)
+            row_id = pair_error_id(row) if error else row["pair_id"]
+            if row_id in self.skip_ids:  # written by an interrupted run: the input is complete
+                self.counts["skipped_rows"] += 1
+                done.append(row["pair_id"])
+                continue
+            self.skip_ids.add(row_id)
+            self.counts["errors" if error else "pairs"] += 1
+            done += self.writer.add_error(row) if error else self.writer.add_row(row)
+        done += self.writer.tick()
+        self.state.mark_done(done)
+        return [{"pair_id": r["pair_id"]} for r in batch]
+
+    def close(self) -> None:
+        """Write everything still buffered and mark the inputs it completes."""
+        self.state.mark_done(self.writer.close())
