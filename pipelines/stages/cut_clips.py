@@ -195,7 +195,7 @@ class CutClips(Stage):
         import av
 
         from sama.video.probe import open_container, resolve, stream_fps, video_stream
-        from sama.video.shots import _frame_converter, _make_detector
+        from sama.video.shots import frame_converter, make_detector
 
         uri, shots = row["source_uri"], self.cfg.shots
         fs, path = resolve(uri, input_fs(uri, self.cfg.input.storage_options))
@@ -203,8 +203,8 @@ class CutClips(Stage):
             stream = video_stream(container, uri, stage=self.name)
             stream.codec_context.thread_type = "SLICE" if shots.decode_threads == 1 else "AUTO"
             stream.codec_context.thread_count = shots.decode_threads
-            cutter = ShotCutter(_make_detector(shots), stream_fps(stream), self.cfg.clips.num_frames,
-                                shots.min_shot_frames + 8, _frame_converter(shots),
+            cutter = ShotCutter(make_detector(shots), stream_fps(stream), self.cfg.clips.num_frames,
+                                shots.min_shot_frames + 8, frame_converter(shots),
                                 self._to_clip(row))  # fmt: skip
             n = 0
             try:
@@ -223,14 +223,7 @@ class CutClips(Stage):
         from av.video.reformatter import VideoReformatter
 
         from sama.video.buckets import resize_crop
+        from sama.video.decode import upright_rgb
 
         bucket, reformatter = video_bucket(row, self.cfg.clips.resolution), VideoReformatter()
         return lambda raw: resize_crop(upright_rgb(raw, reformatter), bucket)
-
-
-def upright_rgb(raw: Any, reformatter: Any) -> np.ndarray:
-    """A PyAV frame as upright RGB ``frame_HWC``, as ``sama.video.decode`` makes it (rotation
-    from the display matrix, counter-clockwise like ``np.rot90``; one reusable reformatter)."""
-    k = (int(round(getattr(raw, "rotation", 0) or 0)) // 90) % 4
-    rgb = reformatter.reformat(raw, format="rgb24").to_ndarray()
-    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb

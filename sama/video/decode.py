@@ -48,11 +48,14 @@ class _DecordFailed(Exception):
     """decord could not open or decode; ``auto`` falls back to PyAV."""
 
 
-def _to_rgb(frame: Any, size: tuple[int, int] | None, reformatter: Any) -> np.ndarray:
-    """PyAV frame -> upright RGB ``frame_HWC``, downscaled during conversion if ``size``.
+def upright_rgb(frame: Any, reformatter: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """PyAV frame -> upright RGB uint8 ``frame_HWC``, downscaled during conversion if ``size``.
 
-    One ``VideoReformatter`` per stream keeps the swscale context: ``frame.to_ndarray`` builds
-    a new one per frame, which measured ~30x slower on small frames.
+    The rotation comes from the frame's display matrix; ``size=(w, h)`` is the upright (display)
+    size. Pass one ``av.video.reformatter.VideoReformatter`` per stream: it keeps the swscale
+    context, while ``frame.to_ndarray`` builds a new one per frame, which measured ~30x slower
+    on small frames. Every decoder of RGB frames (this module, pipelines ``CutClips``) uses it,
+    so all of them agree on orientation.
     """
     k = (int(round(getattr(frame, "rotation", 0) or 0)) // 90) % 4
     if size is None:
@@ -105,7 +108,7 @@ def _pyav_select(
                 if stop is not None and idx >= stop:
                     return
                 if idx >= start and (keep is None or idx in keep):
-                    yield idx, _to_rgb(frame, size, reformatter)
+                    yield idx, upright_rgb(frame, reformatter, size)
         except av.error.FFmpegError as e:
             raise SampleError(
                 ErrorKind.DECODE_ERROR, f"decoding {uri} failed: {e}", stage=STAGE

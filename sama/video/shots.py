@@ -32,10 +32,13 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sama.errors import ConfigError, ErrorKind, SampleError
 from sama.video.probe import check_file, is_local, open_container, resolve, stream_fps, video_stream
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STAGE = "detect_shots"
 _PRESETS = ("fast", "accurate")
@@ -160,7 +163,7 @@ def detect_shots(uri: str, cfg: ShotConfig | None = None, fs: Any = None) -> lis
         stream.codec_context.thread_count = cfg.decode_threads
         if cfg.preset == "fast" and cfg.skip_loop_filter:
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        frames = _pyav_iter(uri, container, stream, _frame_converter(cfg))
+        frames = _pyav_iter(uri, container, stream, frame_converter(cfg))
         return _detect(rate, frames, cfg)
 
 
@@ -168,7 +171,7 @@ def _detect(rate: Fraction, frames: Iterator[Any], cfg: ShotConfig) -> list[Shot
     """Feed frames to a PySceneDetect detector; cut frames -> shots."""
     from scenedetect import FrameTimecode
 
-    detector = _make_detector(cfg)
+    detector = make_detector(cfg)
     cuts: list[int] = []
     num_frames = 0
     for i, frame_HWC in enumerate(frames):
@@ -199,7 +202,13 @@ def shot_bounds(cuts: list[int], num_frames: int, max_shot_frames: int = 0) -> l
     return bounds
 
 
-def _make_detector(cfg: ShotConfig) -> Any:
+def make_detector(cfg: ShotConfig) -> Any:
+    """A fresh PySceneDetect detector for ``cfg`` (``ContentDetector`` or ``AdaptiveDetector``).
+
+    Feed it ``frame_HWC`` from ``frame_converter(cfg)`` through ``process_frame`` and finish with
+    ``post_process``; ``detect_shots`` and the single-pass clip cutter (pipelines ``CutClips``)
+    both do, so the two paths use the same detector and thresholds.
+    """
     from scenedetect import AdaptiveDetector, ContentDetector
 
     if cfg.detector == "adaptive":
@@ -239,8 +248,12 @@ def _no_decoder(e: Exception) -> bool:
     return isinstance(e, unsupported)
 
 
-def _frame_converter(cfg: ShotConfig) -> Callable[[Any], Any]:
-    """``av.VideoFrame -> frame_HWC`` BGR, downscaled for the fast preset."""
+def frame_converter(cfg: ShotConfig) -> Callable[[Any], np.ndarray]:
+    """The detector's input: ``av.VideoFrame -> frame_HWC`` BGR uint8.
+
+    ``accurate`` keeps the full resolution; ``fast`` downscales to ``cfg.downscale_width`` (never
+    up), with the I420 plane path for 8-bit 4:2:0 frames (see the module docstring).
+    """
     if cfg.preset == "accurate":
         return lambda frame: frame.to_ndarray(format="bgr24")
     width = cfg.downscale_width
