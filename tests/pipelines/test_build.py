@@ -215,7 +215,8 @@ def test_kill_mid_build_then_resume_gives_the_same_rows(
     )
     done_dir = out / "_state" / "done"
     deadline = time.monotonic() + 120
-    while not (done_dir.exists() and any(done_dir.glob("*.json"))):
+    # a finished marker, not the `.tmp-*` file of one being written (pathlib globs match dotfiles)
+    while not (done_dir.exists() and any(done_dir.glob("[!.]*.json"))):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no input finished within 120 s"
         time.sleep(0.05)
