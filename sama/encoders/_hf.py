@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sama.errors import ConfigError, FatalError
 
@@ -41,6 +41,59 @@ def check_source(model_id: str, subfolder: str | None, what: str) -> None:
             f"{what}: model path {model_id!r} does not exist (a local directory was expected; "
             "build tiny test models with `sama models make-tiny DIR`)"
         )
+
+
+def hub_kwargs(revision: str | None, subfolder: str | None) -> dict[str, Any]:
+    """``from_pretrained`` location keywords: ``revision`` always, ``subfolder`` only when set
+    (transformers' default is ``""``, not ``None``)."""
+    kw: dict[str, Any] = {"revision": revision}
+    if subfolder:
+        kw["subfolder"] = subfolder
+    return kw
+
+
+def load_weights(
+    model_cls: Any,
+    cfg: Any,
+    what: str,
+    *,
+    dtype_arg: str = "dtype",
+    allowed_unexpected: tuple[str, ...] = (),
+) -> Any:
+    """``model_cls.from_pretrained`` for an encoder config (``model_id``, ``subfolder``,
+    ``revision``, ``dtype``): safetensors only, errors that say where (``load_or_explain``),
+    and refused unless every weight was in the checkpoint (``check_loading_info``).
+
+    ``dtype_arg`` names the dtype keyword: ``dtype`` for transformers, ``torch_dtype`` for
+    diffusers. The model stays where ``from_pretrained`` put it (CPU, train mode).
+    """
+    from sama.encoders.config import resolve_dtype
+
+    kw = hub_kwargs(cfg.revision, cfg.subfolder)
+    kw[dtype_arg] = resolve_dtype(cfg.dtype)
+    model, info = load_or_explain(
+        lambda: model_cls.from_pretrained(
+            cfg.model_id, use_safetensors=True, output_loading_info=True, **kw
+        ),
+        what,
+        cfg.model_id,
+        cfg.subfolder,
+        cfg.revision,
+    )
+    check_loading_info(info, what, allowed_unexpected)
+    return model
+
+
+def source_info(cfg: Any, config_hash: str) -> dict[str, Any]:
+    """Where an encoder's weights came from, for provenance: id, subfolder, revision, the hash
+    of the model config (not of the path) and the dtype it ran in."""
+    return {
+        "id": cfg.model_id,
+        "subfolder": cfg.subfolder,
+        "revision": cfg.revision,
+        "config_hash": config_hash,
+        "dtype": cfg.dtype,
+    }
 
 
 def load_or_explain(

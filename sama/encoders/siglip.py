@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sama.encoders._hf import check_loading_info, load_or_explain
-from sama.encoders.config import SiglipConfig, hash_model_config, resolve_device, resolve_dtype
+from sama.encoders._hf import hub_kwargs, load_or_explain, load_weights, source_info
+from sama.encoders.config import SiglipConfig, hash_model_config, resolve_device
 from sama.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -63,28 +63,17 @@ class SiglipAnchorEncoder:
         from transformers import AutoImageProcessor, SiglipVisionModel
 
         device = resolve_device(cfg.device)
-        where = (cfg.model_id, cfg.subfolder, cfg.revision)
-        kw: dict[str, Any] = {"revision": cfg.revision}
-        if cfg.subfolder:
-            kw["subfolder"] = cfg.subfolder
-        model, info = load_or_explain(
-            lambda: SiglipVisionModel.from_pretrained(
-                cfg.model_id,
-                dtype=resolve_dtype(cfg.dtype),
-                use_safetensors=True,
-                output_loading_info=True,
-                **kw,
-            ),
-            "siglip",
-            *where,
+        model = load_weights(
+            SiglipVisionModel, cfg, "siglip", allowed_unexpected=_TEXT_SIDE_PREFIXES
         )
-        check_loading_info(info, "siglip", allowed_unexpected=_TEXT_SIDE_PREFIXES)
         processor = load_or_explain(
             lambda: AutoImageProcessor.from_pretrained(
-                cfg.model_id, backend=PROCESSOR_BACKEND, **kw
+                cfg.model_id, backend=PROCESSOR_BACKEND, **hub_kwargs(cfg.revision, cfg.subfolder)
             ),
             "siglip image processor",
-            *where,
+            cfg.model_id,
+            cfg.subfolder,
+            cfg.revision,
         )
         model.to(device).eval().requires_grad_(False)
         return cls(model, processor, cfg, device)
@@ -124,13 +113,7 @@ class SiglipAnchorEncoder:
         return hash_model_config(self.model.config.to_dict())
 
     def model_info(self) -> dict[str, Any]:
-        return {
-            "id": self.cfg.model_id,
-            "subfolder": self.cfg.subfolder,
-            "revision": self.cfg.revision,
-            "config_hash": self.config_hash(),
-            "dtype": self.cfg.dtype,
-        }
+        return source_info(self.cfg, self.config_hash())
 
     def pooling_info(self) -> dict[str, Any]:
         p = self.processor

@@ -17,13 +17,8 @@ import html
 import re
 from typing import TYPE_CHECKING, Any
 
-from sama.encoders._hf import check_loading_info, load_or_explain
-from sama.encoders.config import (
-    TextEncoderConfig,
-    hash_model_config,
-    resolve_device,
-    resolve_dtype,
-)
+from sama.encoders._hf import hub_kwargs, load_or_explain, load_weights
+from sama.encoders.config import TextEncoderConfig, hash_model_config, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -55,33 +50,16 @@ class UMT5TextEncoder:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         device = resolve_device(cfg.device)
-        tok_kw: dict[str, Any] = {"revision": cfg.revision}
-        if cfg.tokenizer_subfolder:
-            tok_kw["subfolder"] = cfg.tokenizer_subfolder
         tokenizer = load_or_explain(
-            lambda: AutoTokenizer.from_pretrained(cfg.model_id, **tok_kw),
+            lambda: AutoTokenizer.from_pretrained(
+                cfg.model_id, **hub_kwargs(cfg.revision, cfg.tokenizer_subfolder)
+            ),
             "tokenizer",
             cfg.model_id,
             cfg.tokenizer_subfolder,
             cfg.revision,
         )
-        model_kw: dict[str, Any] = {"revision": cfg.revision}
-        if cfg.subfolder:
-            model_kw["subfolder"] = cfg.subfolder
-        model, info = load_or_explain(
-            lambda: UMT5EncoderModel.from_pretrained(
-                cfg.model_id,
-                dtype=resolve_dtype(cfg.dtype),
-                use_safetensors=True,
-                output_loading_info=True,
-                **model_kw,
-            ),
-            "text_encoder",
-            cfg.model_id,
-            cfg.subfolder,
-            cfg.revision,
-        )
-        check_loading_info(info, "text_encoder", allowed_unexpected=_IGNORABLE)
+        model = load_weights(UMT5EncoderModel, cfg, "text_encoder", allowed_unexpected=_IGNORABLE)
         model.to(device).eval().requires_grad_(False)
         return cls(model, tokenizer, cfg, device)
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from sama.encoders._hf import check_loading_info, load_or_explain
-from sama.encoders.config import VAEConfig, hash_model_config, resolve_device, resolve_dtype
+from sama.encoders._hf import load_weights, source_info
+from sama.encoders.config import VAEConfig, hash_model_config, resolve_device
 from sama.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
@@ -64,21 +64,7 @@ class WanVAE:
         from diffusers import AutoencoderKLWan
 
         device = resolve_device(cfg.device)
-        model, info = load_or_explain(
-            lambda: AutoencoderKLWan.from_pretrained(
-                cfg.model_id,
-                subfolder=cfg.subfolder,
-                revision=cfg.revision,
-                torch_dtype=resolve_dtype(cfg.dtype),
-                use_safetensors=True,
-                output_loading_info=True,
-            ),
-            "vae",
-            cfg.model_id,
-            cfg.subfolder,
-            cfg.revision,
-        )
-        check_loading_info(info, "vae")
+        model = load_weights(AutoencoderKLWan, cfg, "vae", dtype_arg="torch_dtype")
         if cfg.chunk_frames and model.config.patch_size is not None:
             raise ConfigError(
                 "vae.chunk_frames is implemented for the Wan2.1 VAE (no patchify); "
@@ -239,14 +225,7 @@ class WanVAE:
         return hash_model_config(dict(self.model.config))
 
     def model_info(self) -> dict[str, Any]:
-        return {
-            "id": self.cfg.model_id,
-            "subfolder": self.cfg.subfolder,
-            "revision": self.cfg.revision,
-            "config_hash": self.config_hash(),
-            "dtype": self.cfg.dtype,
-            "tiling": self.cfg.tiling,
-        }
+        return {**source_info(self.cfg, self.config_hash()), "tiling": self.cfg.tiling}
 
 
 def _as_video(frames: np.ndarray | torch.Tensor, layout: Layout) -> tuple[torch.Tensor, bool]:
