@@ -66,7 +66,16 @@ def media_main(argv: Sequence[str]) -> int:
     s = sub.add_parser("make-samples", help="generate small multi-shot videos with known cuts, "
                        "images, a manifest and deliberately broken files")
     s.add_argument("dir", help="output directory")
+    e = sub.add_parser("make-pairs", help="generate a small edit-pair set (videos and images, "
+                       "good and deliberately broken pairs), its manifest and truth.json")
+    e.add_argument("dir", help="output directory")
     args = p.parse_args(argv)
+    if args.cmd == "make-pairs":
+        from sama.pairs.demo import make_pair_set
+
+        pairs = make_pair_set(args.dir)
+        print(f"wrote {len(pairs['pairs'])} edit pairs to {args.dir} (manifest {pairs['manifest']})")
+        return 0
     from sama.media import make_sample_set
 
     info = make_sample_set(args.dir)

@@ -1,7 +1,8 @@
 """``sama demo``: the whole job on built-in sample data, on CPU, in a few minutes.
 
-generate sample videos -> tiny random-weight models -> build clip shards -> validate ->
-report -> train stage 0 -> train stage 1 (from the stage-0 checkpoint). Every step goes through
+generate sample videos and edit pairs -> tiny random-weight models -> build clip shards ->
+build edit-pair shards into the same dataset -> validate -> report -> train stage 0 (image
+pairs + clips) -> train stage 1 (image + video pairs, from the stage-0 checkpoint). Every step goes through
 the same entry point as its ``sama`` subcommand; each prints where its output went.
 """
 
@@ -45,11 +46,15 @@ def demo_main(argv: Sequence[str]) -> int:
     media, models, data = out / "media", out / "models", out / "dataset"
     t0 = time.perf_counter()
     _step("sample media", "media", ["make-samples", str(media)])
+    _step("sample edit pairs", "media", ["make-pairs", str(media / "pairs")])
     _step("tiny models", "models", ["make-tiny", str(models)])
     common = [f"models_dir={models}"]
     built = _step("build", "build", [str(CONFIG_DIR / "build_demo.yaml"),
                                      f"input.uri={media / 'manifest.jsonl'}",
                                      f"output.uri={data}", *common])
+    built = built and _step("build pairs", "build", [str(CONFIG_DIR / "build_demo_pairs.yaml"),
+                                                     f"input.uri={media / 'pairs' / 'pairs.jsonl'}",
+                                                     f"output.uri={data}", *common])
     if built:
         _step("validate", "validate", [str(data)])
         _step("report", "report", [str(data), "-o", str(out / "report.html"),
