@@ -79,7 +79,9 @@ class JudgePairs(Stage):
 
         good = [r for r in batch if not is_error(r)]
         pairs = [
-            JudgePair(_visual(r, "source"), _visual(r, "target"), r["instruction"], r["pair_id"])
+            JudgePair(
+                judge_visual(r, "source"), judge_visual(r, "target"), r["instruction"], r["pair_id"]
+            )
             for r in good
         ]
         results = iter(self.judge.score(pairs) if pairs else [])
@@ -117,7 +119,7 @@ class JudgePairs(Stage):
         }
 
 
-def _visual(row: Row, side: str) -> np.ndarray:
+def judge_visual(row: Row, side: str) -> np.ndarray:
     """A side of the pair as the judge takes it: an (H, W, 3) image or a (T, H, W, 3) clip."""
     frames_THWC = np.frombuffer(row[f"{side}_frames"], np.uint8).reshape(row["frames_shape"])
     return frames_THWC[0] if row["media_type"] == "image" else frames_THWC

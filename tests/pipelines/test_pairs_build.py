@@ -216,6 +216,29 @@ def test_lost_markers_rebuild_without_duplicates_and_overwrite_keeps_the_clips(
     assert json.loads((root / "summary.json").read_text())["num_inputs"] == 16
 
 
+def test_manifest_scores_and_the_prompt_policy(models, pair_set, tmp_path):
+    """Scores that come with the manifest are kept (``judge_model="manifest"``) when no judge
+    runs; ``pairs.prefix_media=[video]`` leaves image instructions unprefixed."""
+    rec = pair_set["pairs"]["image_recolor"]
+    row = {
+        "id": "scored",
+        "source": rec["source_uri"],
+        "target": rec["target_uri"],
+        "instruction": rec["instruction"],
+        "score_if": 9.5,
+        "score_vq": 8,
+        "score_cp": "7",
+    }
+    manifest = tmp_path / "scored.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    cfg = pair_config(models, str(manifest), str(tmp_path / "o"), "engine.executor=local",
+                      "pairs.prefix_media=[video]")  # fmt: skip
+    assert build(cfg)["pairs"] == 1
+    (got,) = _table(tmp_path / "o", "pairs").to_pylist()
+    assert (got["score_if"], got["score_vq"], got["score_cp"], got["score_mc"]) == (9.5, 8, 7, None)
+    assert got["judge_model"] == "manifest" and got["text_prompts"] == [rec["instruction"]]
+
+
 def test_pair_config_errors():
     with pytest.raises(ConfigError, match="pairs.uri is not used"):
         load_build_config(None, ["input.kind=pairs", "input.uri=m.jsonl", "output.uri=o",
@@ -278,7 +301,7 @@ def judge_setup(models, pair_set, tmp_path_factory) -> dict:
     try:
         judge = Judge.load(cfg.judge)
         lessons = [
-            (JudgePair(jp._visual(r, "source"), jp._visual(r, "target"), r["instruction"],
+            (JudgePair(jp.judge_visual(r, "source"), jp.judge_visual(r, "target"), r["instruction"],
                        r["pair_id"]), ANSWERS[r["pair_id"]])
             for r in batch
         ]  # fmt: skip
