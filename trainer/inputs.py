@@ -40,7 +40,12 @@ def edit_prompt(instruction: str) -> str:
 class SampleTransform:
     """The loader's ``transform(sample, epoch)`` hook: source, prompt, text embedding, and the
     sample's flow-matching timestep and noise (drawn here, in the loader's background threads,
-    so that a 14B-size latent's ``randn`` stays off the training step)."""
+    so that a 14B-size latent's ``randn`` stays off the training step).
+
+    An identity source (the ``none`` task) is the target tensor itself, not a copy: nothing
+    writes into either in place (the loader's transform contract, ``group_by_source`` and the
+    validation sampler only read them), and ``collate``/``group_by_source`` stack them into
+    batches of their own, so source and target never share memory where the model sees them."""
 
     def __init__(
         self,
@@ -70,9 +75,10 @@ class SampleTransform:
                     self.seed,
                     sample["rng_id"],
                     epoch,
+                    copy_identity=False,
                 )
             else:
-                source = target_CTHW.clone() if self.none_source == "identity" else None
+                source = target_CTHW if self.none_source == "identity" else None
                 prompt, info = caption, {"task": PretextTask.NONE.value}
         else:
             source = sample["source_latents"].float()
