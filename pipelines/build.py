@@ -1,7 +1,8 @@
 """``sama build CONFIG [a.b=value ...] [--ray-address ADDR]``: raw videos -> clip shards.
 
 ``build(cfg)`` lists the inputs, drops those a previous run finished (``pipelines/resume.py``),
-runs the stages (``pipelines/runner.py``) into the shard writer, then writes
+runs the stages (``pipelines/runner.py``) into the shard writer (the driver shared with the pair
+build: ``pipelines/build_driver.py``; ``CLIPS`` says what is clip-specific), then writes
 ``ROOT/summary.json`` (every input, so ``sama validate`` can check each one is accounted for)
 and prints a summary: inputs, clips, errors by kind, time and throughput. A progress bar runs
 meanwhile. Layout of ROOT: ``clips/*.parquet``, ``errors/*.parquet``, ``build_config.yaml``,
@@ -14,27 +15,19 @@ same root: ``summary.json`` then lists the inputs of both builds (``pipelines/ro
 from __future__ import annotations
 
 import argparse
-import json
-import posixpath
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-import fsspec
 import pyarrow.parquet as pq
-import yaml
 
 import sama
 from datasets_spec import CLIPS_V1
 from datasets_spec.provenance import compare, stable_hash
-from pipelines import runner
+from pipelines.build_driver import BuildKind, run_build
 from pipelines.config import BuildConfig, load_build_config, output_fingerprint
-from pipelines.layout import BUILD_CONFIG_FILE, SUMMARY_FILE
 from pipelines.resume import BuildState
-from pipelines.root_kinds import merge_summary
 from pipelines.stages import ListInputs, WriteShards, make_stages
 from sama.config import config_hash, to_dict
 from sama.errors import ConfigError
@@ -74,73 +67,10 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
 def build(cfg: BuildConfig) -> dict:
     """Run the build described by ``cfg``; returns the summary (also in ``summary.json``)."""
     if cfg.input.kind == "pairs":
-        from pipelines.pairs_build import build_pairs
+        from pipelines.pairs_build import PAIRS
 
-        return build_pairs(cfg)
-    t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
-    fs, root = fsspec.core.url_to_fs(cfg.output.uri, **cfg.output.storage_options)
-    state = BuildState(fs, root)
-    resumed = state.prepare(output_fingerprint(cfg), cfg.output.if_exists, cfg.output.uri)
-    inputs = ListInputs(cfg).process([])
-    done = state.done_inputs()
-    todo = [r for r in inputs if r["video_id"] not in done]
-    stages = make_stages(cfg)
-    runner.plan(stages)  # a wiring error fails here, before Ray starts
-    _write(
-        fs, posixpath.join(root, BUILD_CONFIG_FILE), yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    )
-    print(
-        f"sama build: {len(inputs)} inputs, {len(inputs) - len(todo)} already built, "
-        f"{len(todo)} to do -> {cfg.output.uri}",
-        file=sys.stderr,
-        flush=True,
-    )
-    counts = {"clips": 0, "errors": 0, "skipped_rows": 0}
-    if todo:  # nothing to do: no Ray, no models
-        with runner.ray_session(cfg):
-            prov = provenance(cfg, runner.describe(cfg, stages))
-            _check_same_models(state, prov, cfg.output.uri)
-            written = state.existing_ids({r["video_id"] for r in todo})
-            sink = WriteShards(cfg, state, prov, written)
-            _run_with_progress(cfg, stages, todo, sink)
-        counts = sink.counts
-    stats = {
-        **counts,
-        "resumed": resumed,
-        "processed_inputs": len(todo),
-        "skipped_inputs": len(inputs) - len(todo),
-        "started_at": started,
-        "wall_s": round(time.monotonic() - t0, 3),
-    }
-    summary = summarize(cfg, state, inputs, stats)
-    merged = merge_summary(_read_json(fs, posixpath.join(root, SUMMARY_FILE)), summary, "clips")
-    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(merged, indent=1) + "\n")
-    print(format_summary(summary), file=sys.stderr, flush=True)
-    return summary
-
-
-def _run_with_progress(cfg: BuildConfig, stages: list, todo: list[dict], sink: WriteShards) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(todo),
-        desc="build",
-        unit="video",
-        file=sys.stderr,
-        mininterval=1.0,
-        dynamic_ncols=True,
-    )
-
-    def consume(batch: list[dict]) -> None:
-        finished = sink.process(batch)
-        bar.update(len(finished))
-        bar.set_postfix(clips=sink.counts["clips"], errors=sink.counts["errors"], refresh=False)
-
-    try:
-        runner.run(cfg, stages, todo, consume)
-    finally:  # even when the run fails: what arrived complete is written and marked done
-        sink.close()
-        bar.close()
+        return run_build(cfg, PAIRS)
+    return run_build(cfg, CLIPS)
 
 
 def _check_same_models(state: BuildState, prov: dict, uri: str) -> None:
@@ -153,20 +83,6 @@ def _check_same_models(state: BuildState, prov: dict, uri: str) -> None:
             f"output {uri!r} holds shards made with other models: "
             f"{'; '.join(changes)}; use a new output.uri"
         )
-
-
-def _read_json(fs: Any, path: str) -> dict | None:
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
-
-
-def _write(fs: Any, path: str, text: str) -> None:
-    from pipelines.writer import open_atomic
-
-    with open_atomic(fs, path) as f:
-        f.write(text.encode())
 
 
 def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict) -> dict:
@@ -227,6 +143,23 @@ def format_summary(s: dict) -> str:
     if s["inputs_unaccounted"]:
         lines.append(f"  NOT accounted for: {s['inputs_unaccounted'][:10]}")
     return "\n".join(lines)
+
+
+CLIPS = BuildKind(
+    name="clips",
+    source=ListInputs,
+    sink=WriteShards,
+    id_column="video_id",
+    make_stages=make_stages,
+    provenance=provenance,
+    check_same_models=_check_same_models,
+    summarize=summarize,
+    format_summary=format_summary,
+    label="sama build",
+    noun="inputs",
+    bar_desc="build",
+    bar_unit="video",
+)
 
 
 def build_main(argv: Sequence[str] | None = None) -> int:

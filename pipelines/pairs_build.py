@@ -1,8 +1,8 @@
 """``sama build`` with ``input.kind=pairs``: an edit-pair manifest -> ``pairs/v1`` shards.
 
-The same machinery as the clip build (``pipelines/build.py``): list the inputs in the driver,
-drop those a previous run finished, run the stages on Ray Data (``pipelines/runner.py``) into a
-driver-side shard writer, then write ``summary.json`` listing every pair input (``id`` =
+The same driver as the clip build (``pipelines/build_driver.py``; ``PAIRS`` says what is
+pair-specific): list the inputs in the driver, drop those a previous run finished, run the
+stages on Ray Data (``pipelines/runner.py``) into a driver-side shard writer, then write ``summary.json`` listing every pair input (``id`` =
 ``pair_id``, so ``sama validate`` checks each is in ``pairs`` or ``errors``). The stages
 (SAMA.md §4):
 
@@ -18,26 +18,18 @@ models than the shards already there (the trainer needs one latent space).
 
 from __future__ import annotations
 
-import json
-import posixpath
-import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 
-import fsspec
 import pyarrow.parquet as pq
-import yaml
 
 import sama
 from datasets_spec import PAIRS_V1
 from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, stable_hash
-from pipelines import runner
+from pipelines.build_driver import BuildKind, run_build
 from pipelines.config import BuildConfig, output_fingerprint
-from pipelines.layout import SUMMARY_FILE
 from pipelines.resume import BuildState
-from pipelines.root_kinds import BUILD_KINDS, config_file, merge_summary
+from pipelines.root_kinds import BUILD_KINDS
 from pipelines.stages.base import Stage
 from pipelines.stages.encode_pair_anchors import EncodePairAnchors
 from pipelines.stages.encode_pair_latents import EncodePairLatents
@@ -47,7 +39,6 @@ from pipelines.stages.list_pairs import ListPairs
 from pipelines.stages.load_pair_frames import LoadPairFrames
 from pipelines.stages.probe_pairs import ProbePairs
 from pipelines.stages.write_pair_shards import WritePairShards
-from pipelines.writer import open_atomic
 from sama.config import config_hash, to_dict
 from sama.errors import ConfigError
 from sama.pairs.manifest import effective_config
@@ -69,10 +60,6 @@ PAIR_PIPELINE: tuple[type[Stage], ...] = (
 def make_pair_stages(cfg: BuildConfig) -> list[Stage]:
     """The enabled worker stages of a pair build, in order."""
     return [cls(cfg) for cls in PAIR_PIPELINE if cls.enabled(cfg)]
-
-
-def plan_pairs(stages: list[Stage]) -> list[tuple[str, ...]]:
-    return runner.plan(stages, ListPairs, WritePairShards)
 
 
 def provenance(cfg: BuildConfig, described: dict) -> dict:
@@ -112,74 +99,11 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
     }
 
 
-def build_pairs(cfg: BuildConfig) -> dict:
-    """Run the pair build described by ``cfg``; returns its summary (merged into
-    ``summary.json`` with the root's other kinds)."""
-    t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
-    fs, root = fsspec.core.url_to_fs(cfg.output.uri, **cfg.output.storage_options)
-    state = BuildState(fs, root, KIND)
-    resumed = state.prepare(output_fingerprint(cfg), cfg.output.if_exists, cfg.output.uri)
-    inputs = ListPairs(cfg).process([])
-    done = state.done_inputs()
-    todo = [r for r in inputs if r["pair_id"] not in done]
-    stages = make_pair_stages(cfg)
-    plan_pairs(stages)  # a wiring error fails here, before Ray starts
-    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    _write(fs, posixpath.join(root, config_file(KIND)), config_yaml)
-    print(
-        f"sama build (pairs): {len(inputs)} pairs, {len(inputs) - len(todo)} already built, "
-        f"{len(todo)} to do -> {cfg.output.uri}",
-        file=sys.stderr,
-        flush=True,
-    )
-    counts = {"pairs": 0, "errors": 0, "skipped_rows": 0}
-    if todo:  # nothing to do: no Ray, no models
-        with runner.ray_session(cfg):
-            prov = provenance(cfg, runner.describe(cfg, stages))
-            check_same_models(fs, root, prov, cfg.output.uri)
-            written = state.existing_ids({r["pair_id"] for r in todo})
-            sink = WritePairShards(cfg, state, prov, written)
-            _run_with_progress(cfg, stages, todo, sink)
-        counts = sink.counts
-    stats = {
-        **counts,
-        "resumed": resumed,
-        "processed_inputs": len(todo),
-        "skipped_inputs": len(inputs) - len(todo),
-        "started_at": started,
-        "wall_s": round(time.monotonic() - t0, 3),
-    }
-    summary = summarize(cfg, state, inputs, stats)
-    merged = merge_summary(_read_json(fs, posixpath.join(root, SUMMARY_FILE)), summary, KIND)
-    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(merged, indent=1) + "\n")
-    print(format_summary(summary), file=sys.stderr, flush=True)
-    return summary
-
-
-def _run_with_progress(
-    cfg: BuildConfig, stages: list[Stage], todo: list[dict], sink: WritePairShards
-) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="build pairs", unit="pair", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True)  # fmt: skip
-
-    def consume(batch: list[dict]) -> None:
-        bar.update(len(sink.process(batch)))
-        bar.set_postfix(pairs=sink.counts["pairs"], errors=sink.counts["errors"], refresh=False)
-
-    try:
-        runner.run(cfg, stages, todo, consume, source=ListPairs, writer=WritePairShards)
-    finally:  # even when the run fails: what arrived complete is written and marked done
-        sink.close()
-        bar.close()
-
-
-def check_same_models(fs: Any, root: str, prov: dict, uri: str) -> None:
-    """Refuse pairs encoded with other models than the shards already under ``root``: the
+def check_same_models(state: BuildState, prov: dict, uri: str) -> None:
+    """Refuse pairs encoded with other models than the shards already under ``state.root``: the
     root's pairs (every compatibility key) and clips (the latent space: all but the spec)."""
     for kind in BUILD_KINDS:
-        old = BuildState(fs, root, kind).existing_provenance()
+        old = BuildState(state.fs, state.root, kind).existing_provenance()
         if old is None:
             continue
         keys = COMPATIBILITY_KEYS if kind == KIND else [k for k in COMPATIBILITY_KEYS
@@ -255,13 +179,24 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_json(fs: Any, path: str) -> dict | None:
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+PAIRS = BuildKind(
+    name=KIND,
+    source=ListPairs,
+    sink=WritePairShards,
+    id_column="pair_id",
+    make_stages=make_pair_stages,
+    provenance=provenance,
+    check_same_models=check_same_models,
+    summarize=summarize,
+    format_summary=format_summary,
+    label="sama build (pairs)",
+    noun="pairs",
+    bar_desc="build pairs",
+    bar_unit="pair",
+)
 
 
-def _write(fs: Any, path: str, text: str) -> None:
-    with open_atomic(fs, path) as f:
-        f.write(text.encode())
+def build_pairs(cfg: BuildConfig) -> dict:
+    """Run the pair build described by ``cfg``; returns its summary (merged into
+    ``summary.json`` with the root's other kinds)."""
+    return run_build(cfg, PAIRS)

@@ -11,34 +11,18 @@ interrupted run already wrote (``skip_ids``) is not written again, and its input
 
 from __future__ import annotations
 
-from typing import Any
-
 from pipelines.pair_writer import PairShardWriter, pair_error_id
-from pipelines.resume import BuildState
-from pipelines.stages.base import ERROR_COLUMNS, Batch, Stage, is_error
+from pipelines.stages.base import ERROR_COLUMNS, Batch, is_error
 from pipelines.stages.pair_columns import PAIR_COLUMNS, REQUIRED_PAIR_COLUMNS
+from pipelines.stages.shard_sink import ShardSink
 
 
-class WritePairShards(Stage):
+class WritePairShards(ShardSink):
     name = "write_pair_shards"
+    writer_class = PairShardWriter
+    counted = "pairs"
     registry = PAIR_COLUMNS
     inputs = (*REQUIRED_PAIR_COLUMNS, "input_uri", *ERROR_COLUMNS)
-
-    def __init__(self, cfg, state: BuildState, provenance: dict, skip_ids: set[str]) -> None:
-        super().__init__(cfg)
-        o = cfg.output
-        self.state = state
-        self.writer = PairShardWriter(
-            state.fs,
-            state.root,
-            provenance,
-            shard_bytes=int(o.shard_size_mb * 2**20),
-            row_group_rows=o.row_group_rows,
-            flush_interval_s=o.flush_interval_s,
-            run_id=state.run_id,
-        )
-        self.skip_ids = skip_ids
-        self.counts: dict[str, Any] = {"pairs": 0, "errors": 0, "skipped_rows": 0}
 
     def process(self, batch: Batch) -> Batch:
         done: list[str] = []

@@ -11,40 +11,27 @@ marker may only be written once all its rows, from whichever workers, are in sha
 
 from __future__ import annotations
 
-from typing import Any
-
 from pipelines.resume import BuildState, InputTracker
 from pipelines.stages.base import (
     ACCOUNTING_COLUMNS,
     ERROR_COLUMNS,
     REQUIRED_CLIP_COLUMNS,
     Batch,
-    Stage,
     is_error,
 )
+from pipelines.stages.shard_sink import ShardSink
 from pipelines.writer import ShardWriter, error_record
 
 
-class WriteShards(Stage):
+class WriteShards(ShardSink):
     name = "write_shards"
+    writer_class = ShardWriter
+    counted = "clips"
     inputs = (*REQUIRED_CLIP_COLUMNS, *ERROR_COLUMNS, *ACCOUNTING_COLUMNS)
 
     def __init__(self, cfg, state: BuildState, provenance: dict, skip_ids: set[str]) -> None:
-        super().__init__(cfg)
-        o = cfg.output
-        self.state = state
-        self.writer = ShardWriter(
-            state.fs,
-            state.root,
-            provenance,
-            shard_bytes=int(o.shard_size_mb * 2**20),
-            row_group_rows=o.row_group_rows,
-            flush_interval_s=o.flush_interval_s,
-            run_id=state.run_id,
-        )
+        super().__init__(cfg, state, provenance, skip_ids)
         self.tracker = InputTracker()
-        self.skip_ids = skip_ids
-        self.counts: dict[str, Any] = {"clips": 0, "errors": 0, "skipped_rows": 0}
 
     def process(self, batch: Batch) -> Batch:
         finished = []

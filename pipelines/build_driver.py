@@ -1,0 +1,135 @@
+"""The one driver behind ``sama build``, for both kinds of build (clips and edit pairs).
+
+A clip build (``pipelines/build.py``) and a pair build (``pipelines/pairs_build.py``) run the
+same steps: list the inputs in the driver, drop those a previous run finished
+(``pipelines/resume.py``), write the resolved config, run the stages on Ray Data
+(``pipelines/runner.py``) into a driver-side shard writer under a progress bar, then merge this
+build's summary into ``ROOT/summary.json`` (``pipelines/root_kinds.py``) and print it. What
+differs between the kinds (stages, sink, provenance, summary, texts) is a ``BuildKind``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import yaml
+
+from pipelines import runner
+from pipelines.config import BuildConfig, output_fingerprint
+from pipelines.layout import SUMMARY_FILE
+from pipelines.resume import BuildState
+from pipelines.root_kinds import config_file, merge_summary
+from pipelines.stages.base import Stage
+from sama.config import to_dict
+
+
+@dataclass(frozen=True)
+class BuildKind:
+    """What one kind of build plugs into ``run_build``.
+
+    ``name`` is the kind (``clips``/``pairs``: its state, config file and summary entry) and the
+    sink's count key of written rows; ``source`` lists the inputs (its rows carry ``id_column``),
+    ``make_stages`` the worker stages, ``sink`` writes the shards (``sink(cfg, state, prov,
+    written_ids)``, with ``counts``, ``process`` and ``close``). ``label`` starts the printed
+    lines (``sama build``), ``noun`` names the inputs in them; ``bar_desc``/``bar_unit`` the
+    progress bar."""
+
+    name: str
+    source: type[Stage]
+    sink: type[Stage]
+    id_column: str
+    make_stages: Callable[[BuildConfig], list[Stage]]
+    provenance: Callable[[BuildConfig, dict], dict]
+    check_same_models: Callable[[BuildState, dict, str], None]
+    summarize: Callable[[BuildConfig, BuildState, list[dict], dict], dict]
+    format_summary: Callable[[dict], str]
+    label: str
+    noun: str
+    bar_desc: str
+    bar_unit: str
+
+
+def run_build(cfg: BuildConfig, kind: BuildKind) -> dict:
+    """Run the ``kind`` build described by ``cfg``; returns its summary (merged into
+    ``summary.json`` with the root's other kinds)."""
+    t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
+    fs, root = fsspec.core.url_to_fs(cfg.output.uri, **cfg.output.storage_options)
+    state = BuildState(fs, root, kind.name)
+    resumed = state.prepare(output_fingerprint(cfg), cfg.output.if_exists, cfg.output.uri)
+    inputs = kind.source(cfg).process([])
+    done = state.done_inputs()
+    todo = [r for r in inputs if r[kind.id_column] not in done]
+    stages = kind.make_stages(cfg)
+    runner.plan(stages, kind.source, kind.sink)  # a wiring error fails here, before Ray starts
+    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    _write(fs, posixpath.join(root, config_file(kind.name)), config_yaml)
+    print(
+        f"{kind.label}: {len(inputs)} {kind.noun}, {len(inputs) - len(todo)} already built, "
+        f"{len(todo)} to do -> {cfg.output.uri}",
+        file=sys.stderr,
+        flush=True,
+    )
+    counts = {kind.name: 0, "errors": 0, "skipped_rows": 0}
+    if todo:  # nothing to do: no Ray, no models
+        with runner.ray_session(cfg):
+            prov = kind.provenance(cfg, runner.describe(cfg, stages))
+            kind.check_same_models(state, prov, cfg.output.uri)
+            written = state.existing_ids({r[kind.id_column] for r in todo})
+            sink = kind.sink(cfg, state, prov, written)
+            _run_with_progress(cfg, kind, stages, todo, sink)
+        counts = sink.counts
+    stats = {
+        **counts,
+        "resumed": resumed,
+        "processed_inputs": len(todo),
+        "skipped_inputs": len(inputs) - len(todo),
+        "started_at": started,
+        "wall_s": round(time.monotonic() - t0, 3),
+    }
+    summary = kind.summarize(cfg, state, inputs, stats)
+    merged = merge_summary(_read_json(fs, posixpath.join(root, SUMMARY_FILE)), summary, kind.name)
+    _write(fs, posixpath.join(root, SUMMARY_FILE), json.dumps(merged, indent=1) + "\n")
+    print(kind.format_summary(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def _run_with_progress(
+    cfg: BuildConfig, kind: BuildKind, stages: list[Stage], todo: list[dict], sink: Any
+) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=kind.bar_desc, unit=kind.bar_unit, file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+
+    def consume(batch: list[dict]) -> None:
+        bar.update(len(sink.process(batch)))
+        shown = {kind.name: sink.counts[kind.name], "errors": sink.counts["errors"]}
+        bar.set_postfix(shown, refresh=False)
+
+    try:
+        runner.run(cfg, stages, todo, consume, source=kind.source, writer=kind.sink)
+    finally:  # even when the run fails: what arrived complete is written and marked done
+        sink.close()
+        bar.close()
+
+
+def _read_json(fs: Any, path: str) -> dict | None:
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def _write(fs: Any, path: str, text: str) -> None:
+    from pipelines.writer import open_atomic
+
+    with open_atomic(fs, path) as f:
+        f.write(text.encode())
