@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 
 import sama
 from datasets_spec import CLIPS_V1
 from datasets_spec.provenance import compare, stable_hash
-from pipelines.build_driver import BuildKind, run_build
+from pipelines.build_driver import BuildKind, error_counts, read_error_rows, run_build, run_fields
 from pipelines.config import BuildConfig, load_build_config, output_fingerprint
 from pipelines.resume import BuildState
 from pipelines.stages import ListInputs, WriteShards, make_stages
@@ -94,17 +92,12 @@ def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict
             t = pq.read_table(f, columns=["video_id"])
         clips += t.num_rows
         with_clips.update(t.column("video_id").to_pylist())
-    errs: list[dict] = []
-    for p in state.shard_paths("errors"):
-        with fs.open(p, "rb") as f:
-            errs += pq.read_table(f, columns=["item_id", "stage", "kind"]).to_pylist()
+    errs = read_error_rows(state)
     wall = max(run["wall_s"], 1e-9)
     run |= {
         "clips_per_s": round(run["clips"] / wall, 3),
         "inputs_per_s": round(run["processed_inputs"] / wall, 3),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "executor": cfg.engine.executor,
-        "ray_address": cfg.engine.ray_address or "local",
+        **run_fields(cfg),
     }
     ids = [r["video_id"] for r in inputs]
     accounted = with_clips | {e["item_id"] for e in errs}
@@ -119,8 +112,7 @@ def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict
         "inputs_with_clips": len(with_clips & set(ids)),
         "inputs_with_errors": len({e["item_id"] for e in errs} & set(ids)),
         "inputs_unaccounted": sorted(set(ids) - accounted),
-        "errors_by_kind": dict(sorted(Counter(e["kind"] for e in errs).items())),
-        "errors_by_stage": dict(sorted(Counter(e["stage"] for e in errs).items())),
+        **error_counts(errs),
         "config_hash": config_hash(cfg),
         "output_fingerprint": stable_hash(output_fingerprint(cfg)),
         "wall_s": run["wall_s"],

@@ -14,12 +14,14 @@ import json
 import posixpath
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
+import pyarrow.parquet as pq
 import yaml
 
 from pipelines import runner
@@ -133,3 +135,30 @@ def _write(fs: Any, path: str, text: str) -> None:
 
     with open_atomic(fs, path) as f:
         f.write(text.encode())
+
+
+# ---- summary pieces both kinds share -------------------------------------------------------
+def read_error_rows(state: BuildState) -> list[dict]:
+    """``item_id``, ``stage`` and ``kind`` of every error row this build kind owns under ROOT."""
+    rows: list[dict] = []
+    for p in state.shard_paths("errors"):
+        with state.fs.open(p, "rb") as f:
+            rows += pq.read_table(f, columns=["item_id", "stage", "kind"]).to_pylist()
+    return rows
+
+
+def error_counts(errs: list[dict]) -> dict:
+    """``errors_by_kind`` and ``errors_by_stage`` of a summary."""
+    return {
+        "errors_by_kind": dict(sorted(Counter(e["kind"] for e in errs).items())),
+        "errors_by_stage": dict(sorted(Counter(e["stage"] for e in errs).items())),
+    }
+
+
+def run_fields(cfg: BuildConfig) -> dict:
+    """When and where this run finished (the tail of ``summary["run"]``)."""
+    return {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "executor": cfg.engine.executor,
+        "ray_address": cfg.engine.ray_address or "local",
+    }

@@ -19,14 +19,13 @@ models than the shards already there (the trainer needs one latent space).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 
 import sama
 from datasets_spec import PAIRS_V1
 from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, stable_hash
-from pipelines.build_driver import BuildKind, run_build
+from pipelines.build_driver import BuildKind, error_counts, read_error_rows, run_build, run_fields
 from pipelines.config import BuildConfig, output_fingerprint
 from pipelines.resume import BuildState
 from pipelines.root_kinds import BUILD_KINDS
@@ -126,16 +125,11 @@ def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict
             t = pq.read_table(f, columns=["pair_id", "media_type"]).to_pydict()
         with_pairs.update(t["pair_id"])
         media.update(t["media_type"])
-    errs: list[dict] = []
-    for p in state.shard_paths("errors"):
-        with fs.open(p, "rb") as f:
-            errs += pq.read_table(f, columns=["item_id", "stage", "kind"]).to_pylist()
+    errs = read_error_rows(state)
     wall = max(run["wall_s"], 1e-9)
     run |= {
         "pairs_per_s": round(run["pairs"] / wall, 3),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "executor": cfg.engine.executor,
-        "ray_address": cfg.engine.ray_address or "local",
+        **run_fields(cfg),
     }
     ids = [r["pair_id"] for r in inputs]
     with_errors = {e["item_id"] for e in errs}
@@ -151,8 +145,7 @@ def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict
         "inputs_with_pairs": len(with_pairs & set(ids)),
         "inputs_with_errors": len(with_errors & set(ids)),
         "inputs_unaccounted": sorted(set(ids) - with_pairs - with_errors),
-        "errors_by_kind": dict(sorted(Counter(e["kind"] for e in errs).items())),
-        "errors_by_stage": dict(sorted(Counter(e["stage"] for e in errs).items())),
+        **error_counts(errs),
         "judge": "off" if not cfg.judge.enabled else f"on, filter={cfg.judge.filter}",
         "config_hash": config_hash(cfg),
         "output_fingerprint": stable_hash(output_fingerprint(cfg)),
