@@ -64,7 +64,7 @@ def cut_config(video: Path, decode: str, num_frames: int = 81):
 
 def cut(video: Path, decode: str) -> tuple[list[dict], list]:
     """Probe + cut one video in this process, streaming; (clip rows minus frames, the stages)."""
-    from pipelines.stages import ListInputs, make_stages
+    from pipelines.clips.recipe import ListInputs, make_stages
 
     cfg = cut_config(video, decode)
     stages = make_stages(cfg)[: 2 if decode == "single_pass" else 3]
@@ -126,9 +126,9 @@ def bench_rss(tmp: Path, long_minutes: float) -> None:
 
 
 def bench_throughput(tmp: Path) -> None:
-    from pipelines import runner
+    from pipelines.clips.recipe import ListInputs, make_stages
     from pipelines.config import load_build_config
-    from pipelines.stages import ListInputs, make_stages
+    from pipelines.engine import runner
     from sama.encoders.tiny import make_tiny_models
 
     models, videos = tmp / "models", tmp / "videos"

@@ -31,7 +31,7 @@ def _validate_parser() -> argparse.ArgumentParser:
 
 
 def validate_main(argv: list[str] | None = None) -> int:
-    from pipelines.validate import validate
+    from pipelines.dataset.validate import validate
 
     args = _validate_parser().parse_args(argv)
     report = validate(args.root, check_finite=not args.skip_finite)
@@ -78,7 +78,7 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    from pipelines.report import write_report
+    from pipelines.report.page import write_report
     from sama.errors import ConfigError
 
     args = _report_parser().parse_args(argv)
@@ -133,7 +133,7 @@ def _publish_parser() -> argparse.ArgumentParser:
 
 
 def publish_main(argv: list[str] | None = None) -> int:
-    from pipelines.publish import PublishRefused, plan_publish, upload, write_folder
+    from pipelines.publish.hub import PublishRefused, plan_publish, upload, write_folder
 
     args = _publish_parser().parse_args(argv)
     if not 1 <= args.files_per_commit <= 99:

@@ -6,7 +6,7 @@ the top-level ``models_dir`` (the demo and the tests point it at a tiny-model bu
 
 Which fields change the rows (``output_fingerprint``) and which only change how the build runs
 (``engine``, shard sizes, where the inputs/outputs live) matters for resume: a re-run whose
-fingerprint differs refuses to write into the same output (``pipelines/resume.py``).
+fingerprint differs refuses to write into the same output (``pipelines/engine/resume.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.pairs_config import PairJudgeConfig, PairsConfig
+from pipelines.pairs.config import PairJudgeConfig, PairsConfig
 from sama.captioner import CaptionConfig
 from sama.config import check, load_config, to_dict
 from sama.encoders.config import SiglipConfig, TextEncoderConfig, VAEConfig
@@ -36,7 +36,7 @@ class InputConfig:
 
     uri: str = ""
     # clips: raw videos -> clips/v1; pairs: an edit-pair manifest (read as the `pairs` section
-    # says) -> pairs/v1. One root may hold both builds (pipelines/root_kinds.py)
+    # says) -> pairs/v1. One root may hold both builds (pipelines/engine/root.py)
     kind: Literal["clips", "pairs"] = "clips"
     extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
     video_column: str = "video"
@@ -289,7 +289,7 @@ _RUNTIME_FIELDS = {
         "flush_interval_s",
         "storage_options",
     ),
-    # input.kind: each kind has its own resume state (pipelines/root_kinds.py)
+    # input.kind: each kind has its own resume state (pipelines/engine/root.py)
     "input": ("uri", "kind", "limit", "storage_options"),
     "models_dir": None,
 }

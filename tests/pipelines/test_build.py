@@ -29,7 +29,7 @@ import pytest
 from datasets_spec import CLIPS_V1, ERRORS_V1
 from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build, build_main
-from pipelines.validate import validate
+from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.media import write_shot_video
 from tests.pipelines.test_stages import demo_config, tiny_models
@@ -411,8 +411,8 @@ def test_unexpected_error_fails_the_build_and_keeps_what_finished(
 ):
     """A bug (not a bad sample) stops the build; inputs finished before it are written and
     marked, and the re-run skips them (CONVENTIONS.md rule 5, third tier)."""
-    from pipelines.resume import BuildState
-    from pipelines.stages import CutClips
+    from pipelines.clips.cut_clips import CutClips
+    from pipelines.engine.resume import BuildState
 
     shots = CutClips._shots
 

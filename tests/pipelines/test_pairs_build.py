@@ -23,7 +23,7 @@ from datasets_spec import ERRORS_V1, PAIRS_V1
 from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build
 from pipelines.config import BuildConfig, load_build_config
-from pipelines.validate import validate
+from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.pairs.demo import make_pair_set
 from sama.video.buckets import buckets_for, nearest_bucket
@@ -274,10 +274,10 @@ def judge_setup(models, pair_set, tmp_path_factory) -> dict:
     back through the real loading code."""
     import torch
 
-    from pipelines.stages import judge_pairs as jp
-    from pipelines.stages.list_pairs import ListPairs
-    from pipelines.stages.load_pair_frames import LoadPairFrames
-    from pipelines.stages.probe_pairs import ProbePairs
+    from pipelines.pairs import judge_pairs as jp
+    from pipelines.pairs.list_pairs import ListPairs
+    from pipelines.pairs.load_pair_frames import LoadPairFrames
+    from pipelines.pairs.probe_pairs import ProbePairs
     from sama.encoders._hf import quiet_hf
     from sama.encoders.tiny_vlm import make_tiny_vlm
     from sama.judge import Judge, JudgePair

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipelines.cli_tools import publish_main
-from pipelines.publish import CommitRateLimiter, PublishRefused, plan_publish, write_folder
+from pipelines.publish.hub import CommitRateLimiter, PublishRefused, plan_publish, write_folder
 
 TOKEN = "hf_FAKEtokenNEVERprintedXYZ123"
 

@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from pipelines import svg
 from pipelines.cli_tools import report_main
-from pipelines.previews import encode_png, latent_preview, read_frame
-from pipelines.report import build_report
+from pipelines.report import svg
+from pipelines.report.page import build_report
+from pipelines.report.previews import encode_png, latent_preview, read_frame
 
 CHROMIUM = "/usr/bin/chromium"
 SECTIONS = ["counts", "validation", "distributions", "errors", "samples", "provenance"]

@@ -16,24 +16,18 @@ import pytest
 
 from datasets_spec import CLIPS_V1, ERRORS_V1
 from datasets_spec.provenance import read_provenance
+from pipelines.clips.detect_shots import DetectShots
+from pipelines.clips.list_inputs import ListInputs
+from pipelines.clips.make_clips import MakeClips, clip_stats, decode_runs, plan_clips
+from pipelines.clips.probe_videos import ProbeVideos
+from pipelines.clips.recipe import make_stages
+from pipelines.clips.write_shards import WriteShards
 from pipelines.config import BuildConfig, load_build_config, output_fingerprint
-from pipelines.resume import BuildState, InputTracker
-from pipelines.runner import plan
-from pipelines.stages import (
-    DetectShots,
-    ListInputs,
-    MakeClips,
-    ProbeVideos,
-    Stage,
-    WriteShards,
-    check_batch,
-    check_plan,
-    make_stages,
-)
-from pipelines.stages.base import REQUIRED_CLIP_COLUMNS, is_error
-from pipelines.stages.encode_anchors import anchor_indices
-from pipelines.stages.make_clips import clip_stats, decode_runs, plan_clips
-from pipelines.writer import ShardWriter
+from pipelines.encode.encode_anchors import anchor_indices
+from pipelines.engine.resume import BuildState, InputTracker
+from pipelines.engine.runner import plan
+from pipelines.engine.stage import REQUIRED_CLIP_COLUMNS, Stage, check_batch, check_plan, is_error
+from pipelines.engine.writer import ShardWriter
 from sama.errors import ConfigError, FatalError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -233,7 +227,7 @@ def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
     """Frames are ints here; a shot's kept frames are exactly its first ``window`` frames. A
     cut reported later than ``lag`` leaves the new shot short (CutClips re-decodes that clip),
     never with frames of another shot."""
-    from pipelines.stages.cut_clips import ShotCutter
+    from pipelines.clips.cut_clips import ShotCutter
 
     cuts, n, window, lag = [10, 30, 34], 50, 6, 3
     cutter = ShotCutter(_LateDetector(cuts, delay), 24.0, window, lag, lambda f: f, lambda f: f)
@@ -249,7 +243,7 @@ def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
 def test_single_pass_and_two_pass_cut_the_same_clips(sample_set, tmp_path):
     """One decode (CutClips) finds the same shots and clips as DetectShots + MakeClips, decodes
     every frame once, and its clip pixels match the two-pass ones (up to decoder rounding)."""
-    from pipelines.stages import CutClips
+    from pipelines.clips.cut_clips import CutClips
 
     vids = [v["path"] for v in sample_set["videos"].values()]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in vids))
@@ -473,7 +467,7 @@ def test_shipped_configs_load(models):
 
 def test_vlm_captions_through_the_stage(models, shot_video, tmp_path):
     """caption.source=vlm: sama.captioner with a tiny random Qwen2.5-VL, recorded per row."""
-    from pipelines.stages import CaptionClips
+    from pipelines.clips.caption_clips import CaptionClips
     from sama.encoders.tiny_vlm import make_tiny_vlm
 
     vlm = make_tiny_vlm(tmp_path / "vlm")
@@ -516,6 +510,6 @@ def test_only_the_runner_imports_ray():
         )
     ]
     assert offenders == []
-    code = "import sys, pipelines.build, pipelines.stages; print('ray' in sys.modules)"
+    code = "import sys, pipelines.clips.recipe, pipelines.clips; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,7 +17,7 @@ from datasets_spec import CLIPS_V1, ERRORS_V1
 from datasets_spec.base import SPEC_KEY
 from datasets_spec.provenance import with_provenance
 from pipelines.cli_tools import validate_main
-from pipelines.validate import validate
+from pipelines.dataset.validate import validate
 from sama.shards import write_shard
 
 

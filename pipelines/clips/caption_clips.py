@@ -1,0 +1,91 @@
+"""CaptionClips: a caption per clip, from the manifest, a VLM, or none; the source is recorded.
+
+IN: ``manifest_caption`` (and ``frames``, ``frames_shape`` for the VLM). OUT: ``caption``,
+``caption_source`` (``manifest``, ``vlm:<model id>`` or ``none``). Fan-out 1:1.
+Resources: a cheap task for ``manifest``/``none``; an actor pool holding the VLM for ``vlm``.
+
+Many corpora ship captions (Koala-36M, MotionBench), so the manifest is the default source. A
+manifest row without a caption is a ``bad_manifest_row`` error unless ``caption.on_missing`` is
+``empty``. The VLM path is ``sama.captioner`` (any ``sama.vlm`` model, default Qwen2.5-VL;
+``caption.vlm.num_frames`` frames sampled uniformly from the clip are shown with
+``caption.prompt``; greedy by default, batched over the clips of a batch); an empty answer is
+an ``encode_error`` row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.engine.stage import Batch, Row, Stage, clip_columns, is_error
+from sama.config import to_dict
+from sama.errors import ErrorKind, SampleError
+
+
+class CaptionClips(Stage):
+    name = "caption"
+    engine_key = "caption"
+    inputs = ("manifest_caption",)
+    outputs = clip_columns("caption", "caption_source")
+    drops = ("manifest_caption",)
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if cfg.caption.source == "vlm":
+            self.inputs = ("manifest_caption", "frames", "frames_shape")
+        self._vlm: Any = None
+
+    def uses_actor(self) -> bool:
+        return self.cfg.caption.source == "vlm"
+
+    def setup(self) -> None:
+        if self.cfg.caption.source == "vlm" and self._vlm is None:
+            from sama.captioner import Captioner
+
+            self._vlm = Captioner.load(self.cfg.caption)
+
+    def describe(self) -> dict:
+        c = self.cfg.caption
+        out: dict = {"source": c.source}
+        if c.source == "vlm":
+            out |= {"prompt": c.prompt, "vlm": to_dict(c.vlm)}
+        return {"caption": out}
+
+    def process(self, batch: Batch) -> Batch:
+        source = self.cfg.caption.source
+        if source == "vlm":
+            return self._vlm_captions(batch)
+        if source == "none":
+            return self.map_rows(batch, lambda row: {"caption": "", "caption_source": "none"})
+        return self.map_rows(batch, self._from_manifest)
+
+    def _from_manifest(self, row: Row) -> Row:
+        caption = row.get("manifest_caption")
+        if caption is None or not str(caption).strip():
+            if self.cfg.caption.on_missing == "error":
+                raise SampleError(
+                    ErrorKind.BAD_MANIFEST_ROW,
+                    "the manifest gives no caption (set caption.on_missing=empty to keep such "
+                    "clips)",
+                    stage=self.name,
+                )
+            caption = ""
+        return {"caption": str(caption).strip(), "caption_source": "manifest"}
+
+    def _vlm_captions(self, batch: Batch) -> Batch:
+        good = [r for r in batch if not is_error(r)]
+        clips = [np.frombuffer(r["frames"], np.uint8).reshape(r["frames_shape"]) for r in good]
+        answers = iter(self._vlm.caption(clips, [r["clip_id"] for r in good]) if good else [])
+        source = f"vlm:{self.cfg.caption.vlm.model_id}"
+        out = []
+        for row in batch:
+            if is_error(row):
+                out.append(self.passthrough(row))
+                continue
+            answer = next(answers)
+            if isinstance(answer, SampleError):
+                out.append(self.fail(row, answer))
+            else:
+                out.append(self.merge(row, {"caption": answer, "caption_source": source}))
+        return out

@@ -1,0 +1,86 @@
+"""EncodeAnchors: SigLIP semantic tokens of each clip's anchor frames (SAMA.md §2).
+
+IN: ``frames``, ``frames_shape``, ``num_frames``. OUT: ``anchor_frame_indices``,
+``anchor_tokens`` (bf16 N,65,D: 8x8 pooled local tokens + 1 global per anchor). Fan-out 1:1.
+Resources: an actor pool (``engine.anchors``) holding the SigLIP vision tower.
+
+Anchor frames: ``anchors.num`` frames, policy ``first`` (frame 0, what the released encoder
+uses) or ``uniform`` (``linspace(0, F-1, N)`` rounded). Each clip's anchors are one SigLIP
+call, so a row does not depend on how Ray batched the rows (resume compares rows; SigLIP is
+cheap next to the VAE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.engine.stage import Batch, Stage, clip_columns, is_error, tensor_columns
+
+
+def anchor_indices(num_frames: int, num: int, policy: str) -> list[int]:
+    """Indices (into the clip) of its anchor frames."""
+    if policy == "first":
+        return [0] * num
+    return [int(i) for i in np.linspace(0, num_frames - 1, num).round()]
+
+
+class EncodeAnchors(Stage):
+    name = "encode_anchors"
+    engine_key = "anchors"
+    describe_loads_model = True
+    inputs = ("frames", "frames_shape", *clip_columns("num_frames"))
+    outputs = (*clip_columns("anchor_frame_indices"), *tensor_columns("anchor_tokens"))
+    frames_column = "frames"  # the frames the anchors are taken from (pairs: the target's)
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.encoder: Any = None
+
+    def uses_actor(self) -> bool:
+        return True
+
+    def setup(self) -> None:
+        if self.encoder is None:
+            from sama.encoders.siglip import SiglipAnchorEncoder
+
+            self.encoder = SiglipAnchorEncoder.load(self.cfg.siglip)
+
+    def process(self, batch: Batch) -> Batch:
+        from sama.tensors import encode_tensor
+
+        a = self.cfg.anchors
+        out = []
+        for row in batch:
+            if is_error(row):
+                out.append(self.passthrough(row))
+                continue
+            idx = anchor_indices(row["num_frames"], a.num, a.policy)
+            clip_THWC = np.frombuffer(row[self.frames_column], np.uint8)
+            clip_THWC = clip_THWC.reshape(row["frames_shape"])
+            data, shape, dtype = encode_tensor(self.encoder.encode(clip_THWC[idx]), "bfloat16")
+            out.append(
+                self.merge(
+                    row,
+                    {
+                        "anchor_frame_indices": idx,
+                        "anchor_tokens": data,
+                        "anchor_tokens_shape": shape,
+                        "anchor_tokens_dtype": dtype,
+                    },
+                )
+            )
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "siglip": self.encoder.model_info(),
+            "anchor_policy": {
+                "num": self.cfg.anchors.num,
+                "policy": self.cfg.anchors.policy,
+                "tokens_per_anchor": self.encoder.num_tokens,
+                "pooling": self.encoder.pooling_info(),
+                "dtype": "bfloat16",
+            },
+        }
