@@ -8,7 +8,7 @@ never reach them. ``redact(obj)`` returns a copy with:
 - every ``storage_options`` mapping replaced by its keys, each value ``"<redacted>"`` (which
   options were set is useful to know; their values are not);
 - every value whose key contains ``key``, ``secret``, ``token``, ``password``, ``passwd``,
-  ``credential`` or ``auth`` (any case) replaced by ``"<redacted>"``;
+  ``credential``, ``authorization`` or ``signature`` (any case), or is ``auth`` replaced by ``"<redacted>"``;
 - user:password in URLs (``s3://AKIA:xyz@bucket/``, ``https://u:p@host``) and URL query values
   whose name looks like a secret (``?token=...``, ``X-Amz-Signature``) replaced.
 
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
-SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "auth", "signature")
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "authorization", "signature")
 # keys that contain a secret word but hold no secret (config fields of this project)
 NOT_SECRET = frozenset({"sort_keys", "engine_key", "keys", "keep_keys", "key_column"})
 _URL_WITH_USER = re.compile(r"^[a-zA-Z][\w+.-]*://[^/@\s]+@")
@@ -31,7 +31,7 @@ _URL_WITH_USER = re.compile(r"^[a-zA-Z][\w+.-]*://[^/@\s]+@")
 
 def is_secret_key(key: Any) -> bool:
     k = str(key).lower()
-    return k not in NOT_SECRET and any(w in k for w in SECRET_WORDS)
+    return k == "auth" or (k not in NOT_SECRET and any(w in k for w in SECRET_WORDS))
 
 
 def redact(obj: Any, _key: str | None = None) -> Any:
