@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipelines.config import BuildConfig, load_build_config
-from pipelines.engine.driver import run_build
+from pipelines.engine.driver import BuildFailed, redacted_config, run_build
 
 
 def build(cfg: BuildConfig) -> dict:
@@ -36,11 +36,23 @@ def build_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("config", help="build config YAML (e.g. configs/build_clips.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. input.uri=videos/")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (or 'auto')")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every default included, secrets redacted) "
+                   "as YAML and exit")  # fmt: skip
     args = p.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
     cfg = load_build_config(args.config, list(args.overrides))
     if args.ray_address:  # not through YAML parsing: "host:port" must stay a string
         cfg.engine.ray_address = args.ray_address
-    build(cfg)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(redacted_config(cfg), sort_keys=False), end="")
+        return 0
+    try:
+        build(cfg)
+    except BuildFailed as e:
+        print(f"sama build: FAILED: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.engine.config import BudgetConfig, EngineConfig, OutputConfig
 from pipelines.pairs.config import PairJudgeConfig, PairsConfig
 from sama.captioner import CaptionConfig
 from sama.config import check, load_config, to_dict
@@ -44,79 +45,16 @@ class InputConfig:
     id_column: str = "id"
     limit: int = 0  # 0 = every input; N = the first N (sorted listing / manifest order)
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec
+    # what manifest entries may name (sama.confine): URI prefixes / local folders, and schemes;
+    # empty = the manifest's own folder and scheme. A refused entry is a `not_allowed` error row
+    allowed_roots: list[str] = field(default_factory=list)
+    allowed_schemes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         check(bool(self.uri), "input.uri is empty; set input.uri=DIR, a glob or a manifest")
         check(self.limit >= 0, f"input.limit={self.limit} must be >= 0 (0 = all)")
         bad = [e for e in self.extensions if not e.startswith(".")]
         check(not bad, f"input.extensions {bad} must start with a dot, e.g. '.mp4'")
-
-
-@dataclass
-class OutputConfig:
-    """``ROOT/clips/*.parquet``, ``ROOT/errors/*.parquet``, ``ROOT/_state/`` (resume)."""
-
-    uri: str = ""
-    shard_size_mb: float = 512.0  # uncompressed bytes buffered per shard (tensors dominate)
-    row_group_rows: int = 32  # rows of one bucket per row group
-    # what to do when ROOT already holds a build: continue it (same fingerprint only),
-    # delete it first, or refuse
-    if_exists: Literal["resume", "overwrite", "error"] = "resume"
-    # write buffered rows (partial row groups included) at least this often, so a killed build
-    # loses at most this much work; 0 = only when a shard is full and at the end
-    flush_interval_s: float = 300.0
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        check(bool(self.uri), "output.uri is empty; set output.uri=DIR (any fsspec URI)")
-        check(self.shard_size_mb > 0, f"output.shard_size_mb={self.shard_size_mb} must be > 0")
-        check(self.row_group_rows >= 1, "output.row_group_rows must be >= 1 (e.g. 32)")
-        check(self.flush_interval_s >= 0, "output.flush_interval_s must be >= 0 (0 = off)")
-
-
-@dataclass
-class StageResources:
-    """How one stage runs on Ray: parallel tasks/actors, rows per call, resources per worker."""
-
-    concurrency: int = 0  # tasks: max in flight (0 = as many as fit); actors: pool size (0 = 1)
-    batch_size: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def validate(self) -> None:
-        check(self.concurrency >= 0, f"concurrency={self.concurrency} must be >= 0")
-        check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
-        check(self.num_cpus >= 0 and self.num_gpus >= 0, "num_cpus and num_gpus must be >= 0")
-
-
-def _actor(batch_size: int = 4) -> StageResources:
-    return StageResources(concurrency=1, batch_size=batch_size)
-
-
-@dataclass
-class EngineConfig:
-    """Ray: start a local instance (capped) or join ``ray_address``; or run in-process."""
-
-    executor: Literal["ray", "local"] = "ray"  # local: one process, no Ray (debugging, memory://)
-    ray_address: str = ""  # "" = start a local Ray; "auto" or "HOST:PORT" = join a cluster
-    num_cpus: int = 0  # local Ray only; 0 = every core
-    num_gpus: int = -1  # local Ray only; -1 = autodetect
-    object_store_mb: int = 0  # local Ray only; 0 = Ray's default
-    strict: bool = False  # check that every batch carries exactly the declared columns
-    task_retries: int = 2  # Ray retries of a failed task / restarts of a failed actor
-    probe: StageResources = field(default_factory=StageResources)
-    shots: StageResources = field(default_factory=StageResources)
-    clips: StageResources = field(default_factory=StageResources)
-    caption: StageResources = field(default_factory=StageResources)
-    latents: StageResources = field(default_factory=_actor)
-    anchors: StageResources = field(default_factory=_actor)
-    text: StageResources = field(default_factory=lambda: _actor(16))
-    judge: StageResources = field(default_factory=_actor)  # pairs: the VLM judge
-
-    def validate(self) -> None:
-        check(self.num_cpus >= 0, f"engine.num_cpus={self.num_cpus} must be >= 0 (0 = all)")
-        check(self.object_store_mb >= 0, "engine.object_store_mb must be >= 0 (0 = default)")
-        check(self.task_retries >= 0, "engine.task_retries must be >= 0")
 
 
 @dataclass
@@ -197,6 +135,7 @@ class BuildConfig:
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     clips: ClipsConfig = field(default_factory=ClipsConfig)
     caption: CaptionSourceConfig = field(default_factory=CaptionSourceConfig)
@@ -281,16 +220,18 @@ def load_build_config(
 # Sections/fields that change how a build runs, not which rows it writes.
 _RUNTIME_FIELDS = {
     "engine": None,
+    "budget": None,
     "output": (
         "uri",
         "if_exists",
         "shard_size_mb",
         "row_group_rows",
-        "flush_interval_s",
+        "row_group_mb",
+        "max_rows_per_shard",
         "storage_options",
     ),
     # input.kind: each kind has its own resume state (pipelines/engine/root.py)
-    "input": ("uri", "kind", "limit", "storage_options"),
+    "input": ("uri", "kind", "limit", "storage_options", "allowed_roots", "allowed_schemes"),
     "models_dir": None,
 }
 # Sections that only one kind of build reads: left out of the other kind's fingerprint.

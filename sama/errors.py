@@ -30,6 +30,10 @@ class ErrorKind(StrEnum):
     ENCODE_ERROR = "encode_error"
     JUDGE_UNPARSEABLE = "judge_unparseable"
     FILTERED = "filtered"
+    TIMEOUT = "timeout"  # over budget.max_seconds_per_input (a stalled read or decoder)
+    TOO_LARGE = "too_large"  # over budget.max_pixels / max_frames / max_memory_mb
+    NOT_ALLOWED = "not_allowed"  # a manifest entry outside input.allowed_roots / schemes
+    INTERNAL_ERROR = "internal_error"  # an unexpected exception on this input, after retries
 
 
 class SamaError(Exception):

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.engine.stage import Batch, Row, Stage, clip_columns, is_error
+from pipelines.clips.columns import CLIP_COLUMNS, clip_columns
+from pipelines.engine.stage import PARENT, Row, Rows, Stage
 from sama.config import to_dict
 from sama.errors import ErrorKind, SampleError
 
@@ -26,6 +27,7 @@ from sama.errors import ErrorKind, SampleError
 class CaptionClips(Stage):
     name = "caption"
     engine_key = "caption"
+    registry = CLIP_COLUMNS
     inputs = ("manifest_caption",)
     outputs = clip_columns("caption", "caption_source")
     drops = ("manifest_caption",)
@@ -33,7 +35,7 @@ class CaptionClips(Stage):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         if cfg.caption.source == "vlm":
-            self.inputs = ("manifest_caption", "frames", "frames_shape")
+            self.inputs = ("manifest_caption", "clip_id", "frames", "frames_shape")
         self._vlm: Any = None
 
     def uses_actor(self) -> bool:
@@ -52,13 +54,13 @@ class CaptionClips(Stage):
             out |= {"prompt": c.prompt, "vlm": to_dict(c.vlm)}
         return {"caption": out}
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, rows: Rows) -> Rows:
         source = self.cfg.caption.source
         if source == "vlm":
-            return self._vlm_captions(batch)
+            return self._vlm_captions(rows)
         if source == "none":
-            return self.map_rows(batch, lambda row: {"caption": "", "caption_source": "none"})
-        return self.map_rows(batch, self._from_manifest)
+            return self.map_rows(rows, lambda row: {"caption": "", "caption_source": "none"})
+        return self.map_rows(rows, self._from_manifest)
 
     def _from_manifest(self, row: Row) -> Row:
         caption = row.get("manifest_caption")
@@ -73,19 +75,15 @@ class CaptionClips(Stage):
             caption = ""
         return {"caption": str(caption).strip(), "caption_source": "manifest"}
 
-    def _vlm_captions(self, batch: Batch) -> Batch:
-        good = [r for r in batch if not is_error(r)]
-        clips = [np.frombuffer(r["frames"], np.uint8).reshape(r["frames_shape"]) for r in good]
-        answers = iter(self._vlm.caption(clips, [r["clip_id"] for r in good]) if good else [])
+    def _vlm_captions(self, rows: Rows) -> Rows:
+        """One batched VLM call; a whole-batch failure is retried row by row by the engine."""
+        clips = [np.asarray(r["frames"]).reshape(r["frames_shape"]) for r in rows]
+        answers = self._vlm.caption(clips, [r["clip_id"] for r in rows]) if rows else []
         source = f"vlm:{self.cfg.caption.vlm.model_id}"
         out = []
-        for row in batch:
-            if is_error(row):
-                out.append(self.passthrough(row))
-                continue
-            answer = next(answers)
+        for row, answer in zip(rows, answers, strict=True):
             if isinstance(answer, SampleError):
                 out.append(self.fail(row, answer))
             else:
-                out.append(self.merge(row, {"caption": answer, "caption_source": source}))
+                out.append({PARENT: row[PARENT], "caption": answer, "caption_source": source})
         return out

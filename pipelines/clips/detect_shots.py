@@ -1,21 +1,22 @@
-"""DetectShots: cut each video into shots with PySceneDetect (``sama.video.shots``).
+"""DetectShots: cut each video into shots (``sama.video.shots``), first pass of two.
 
-IN: ``source_uri``. OUT: ``shot_starts``, ``shot_ends`` (the shots tile every decoded frame)
-and ``shot_detector`` (preset and thresholds, clips/v1). Fan-out 1:1 (the shot list stays one
-row: the clip maker streams each video once over all its shots). Resources: 1 CPU task.
-
-Decoding goes through PyAV, so AV1 and other codecs OpenCV reads as 0 frames work.
+IN: ``source_uri``. OUT: ``shot_starts``, ``shot_ends`` and ``shot_detector`` (detector and
+thresholds, clips/v1). Fan-out 1:1 (the shot list stays one row: the clip maker streams each
+video once over all its shots). Resources: 1 CPU task (``engine.shots``), the detection in the
+decode sandbox (``sama.video.cutting.detect_job``).
 """
 
 from __future__ import annotations
 
-from pipelines.clips.probe_videos import input_fs
-from pipelines.engine.stage import Batch, Row, Stage, clip_columns
+from pipelines.clips.columns import CLIP_COLUMNS, clip_columns
+from pipelines.engine.stage import Row, Rows, Stage
+from sama.sandbox import run_job
 
 
 class DetectShots(Stage):
     name = "detect_shots"
     engine_key = "shots"
+    registry = CLIP_COLUMNS
     inputs = clip_columns("source_uri")
     outputs = ("shot_starts", "shot_ends", *clip_columns("shot_detector"))
 
@@ -23,16 +24,13 @@ class DetectShots(Stage):
     def enabled(cls, cfg) -> bool:
         return not cfg.single_pass()  # else CutClips detects shots in its own decode
 
-    def process(self, batch: Batch) -> Batch:
-        return self.map_rows(batch, self._detect)
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, self._detect)
 
     def _detect(self, row: Row) -> Row:
-        from sama.video.shots import detect_shots
-
         uri = row["source_uri"]
-        shots = detect_shots(uri, self.cfg.shots, fs=input_fs(uri, self.cfg.input.storage_options))
-        return {
-            "shot_starts": [s.start_frame for s in shots],
-            "shot_ends": [s.end_frame for s in shots],
-            "shot_detector": self.cfg.shots.describe(),
-        }
+        kwargs = dict(uri=uri, storage_options=self.cfg.input.storage_options, shots=self.cfg.shots)
+        (shots,) = run_job("sama.video.cutting:detect_job", kwargs, self.cfg.budget.for_uri(uri),
+                           self.name)  # fmt: skip
+        return {"shot_starts": shots["starts"], "shot_ends": shots["ends"],
+                "shot_detector": self.cfg.shots.describe()}  # fmt: skip

@@ -3,84 +3,57 @@
 IN: ``source_uri``. OUT: ``fps``, ``orig_width``, ``orig_height`` (clips/v1) and the ``video_*``
 columns the decoders reuse (no second probe). Fan-out 1:1. Resources: 1 CPU task per video.
 
-A video with fewer frames than the shortest clip is a ``too_short`` error here, before the
-shot detector decodes it. Reads through fsspec (``sama.video.probe``).
+The probe (``sama.video.cutting.probe_job``) runs in the decode sandbox (``sama.sandbox``): a
+read that stalls is a ``timeout`` row, a video over ``budget.max_pixels`` / ``max_frames`` a
+``too_large`` row, a video with fewer frames than the shortest clip a ``too_short`` row, all
+before the shot detector decodes anything.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pipelines.clips.columns import CLIP_COLUMNS, clip_columns
+from pipelines.engine.stage import Row, Rows, Stage
+from sama.sandbox import run_job
 
-from pipelines.engine.stage import Batch, Row, Stage, clip_columns
-from sama.errors import ErrorKind, SampleError
-
-
-def input_fs(uri: str, storage_options: dict) -> Any:
-    """The fsspec filesystem for ``uri`` when storage options are set, else None (default)."""
-    if not storage_options:
-        return None
-    import fsspec
-
-    return fsspec.core.url_to_fs(uri, **storage_options)[0]
+PROBE_EXTRAS = ("video_num_frames", "video_duration_s", "video_codec", "video_rotation",
+                "video_size_bytes", "video_backend")  # fmt: skip
 
 
 class ProbeVideos(Stage):
     name = "probe"
     engine_key = "probe"
+    registry = CLIP_COLUMNS
     inputs = clip_columns("source_uri")
-    outputs = (
-        *clip_columns("fps", "orig_width", "orig_height"),
-        "video_num_frames",
-        "video_duration_s",
-        "video_codec",
-        "video_rotation",
-        "video_size_bytes",
-        "video_backend",
-    )
+    outputs = (*clip_columns("fps", "orig_width", "orig_height"), *PROBE_EXTRAS)
 
-    def process(self, batch: Batch) -> Batch:
-        return self.map_rows(batch, self._probe)
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, self._probe)
 
     def _probe(self, row: Row) -> Row:
-        from sama.video.probe import probe_video
-
-        uri = row["source_uri"]
-        info = probe_video(uri, fs=input_fs(uri, self.cfg.input.storage_options))
-        need = self.cfg.clips.shortest_clip
-        if info.num_frames < need:
-            raise SampleError(
-                ErrorKind.TOO_SHORT,
-                f"{info.num_frames} frames, a clip needs at least {need}",
-                stage=self.name,
-            )
-        if info.fps <= 0:
-            raise SampleError(ErrorKind.NOT_A_VIDEO, "no frame rate", stage=self.name)
+        uri, b = row["source_uri"], self.cfg.budget
+        kwargs = dict(uri=uri, storage_options=self.cfg.input.storage_options,
+                      shortest_clip=self.cfg.clips.shortest_clip, max_pixels=b.max_pixels,
+                      max_frames=b.max_frames, stage=self.name)  # fmt: skip
+        (info,) = run_job("sama.video.cutting:probe_job", kwargs, b.for_uri(uri), self.name)
         return {
-            "fps": info.fps,
-            "orig_width": info.width,
-            "orig_height": info.height,
-            "video_num_frames": info.num_frames,
-            "video_duration_s": info.duration_s,
-            "video_codec": info.codec,
-            "video_rotation": info.rotation,
-            "video_size_bytes": info.size_bytes,
-            "video_backend": info.backend,
+            "fps": info["fps"],
+            "orig_width": info["width"],
+            "orig_height": info["height"],
+            "video_num_frames": info["num_frames"],
+            "video_duration_s": info["duration_s"],
+            "video_codec": info["codec"],
+            "video_rotation": info["rotation"],
+            "video_size_bytes": info["size_bytes"],
+            "video_backend": info["backend"],
         }
 
 
-def video_info(row: Row) -> Any:
-    """The ``VideoInfo`` a probed row describes (saves the decoders a second probe)."""
-    from sama.video.probe import VideoInfo
-
-    return VideoInfo(
-        uri=row["source_uri"],
-        width=row["orig_width"],
-        height=row["orig_height"],
-        fps=row["fps"],
-        num_frames=row["video_num_frames"],
-        duration_s=row["video_duration_s"],
-        codec=row["video_codec"],
-        rotation=row["video_rotation"],
-        size_bytes=row["video_size_bytes"],
-        backend=row["video_backend"],
-    )
+def video_info(row: Row) -> dict:
+    """The ``VideoInfo`` fields a probed row carries (saves the decoders a second probe)."""
+    return {
+        "uri": row["source_uri"], "width": row["orig_width"], "height": row["orig_height"],
+        "fps": row["fps"], "num_frames": row["video_num_frames"],
+        "duration_s": row["video_duration_s"], "codec": row["video_codec"],
+        "rotation": row["video_rotation"], "size_bytes": row["video_size_bytes"],
+        "backend": row["video_backend"],
+    }  # fmt: skip

@@ -1,57 +1,57 @@
-"""``sama build CONFIG [a.b=value ...] [--ray-address ADDR]``: raw videos -> clip shards.
+"""The clip recipe: raw videos -> ``clips/v1`` shards (what ``sama build`` runs by default).
 
-``build(cfg)`` lists the inputs, drops those a previous run finished (``pipelines/engine/resume.py``),
-runs the stages (``pipelines/engine/runner.py``) into the shard writer (the driver shared with the pair
-build: ``pipelines/engine/driver.py``; ``CLIPS`` says what is clip-specific), then writes
-``ROOT/summary.json`` (every input, so ``sama validate`` can check each one is accounted for)
-and prints a summary: inputs, clips, errors by kind, time and throughput. A progress bar runs
-meanwhile. Layout of ROOT: ``clips/*.parquet``, ``errors/*.parquet``, ``build_config.yaml``,
-``summary.json``, ``_state/`` (see ``pipelines/dataset/layout.py``).
+    list_inputs -> ProbeVideos -> CutClips (or DetectShots + MakeClips) -> CaptionClips
+                -> EncodeClipAnchors -> EncodeClipLatents -> [EncodeClipText] -> the writer
 
-``input.kind=pairs`` builds edit pairs instead (``pipelines/pairs/recipe.py``), possibly into the
-same root: ``summary.json`` then lists the inputs of both builds (``pipelines/engine/root.py``).
+CutClips (one decode) or DetectShots + MakeClips (two; ``BuildConfig.single_pass``) make the
+clips. The frames are needed by the captioner (VLM), the anchors and the latents;
+EncodeClipLatents drops them, so EncodeClipText, which needs only the caption, comes last.
+``CLIPS`` is what the engine's driver (``pipelines/engine/driver.py``) needs of this recipe.
+Layout of ROOT: ``docs/dataset_layout.md``.
 """
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
-
 import sama
-from datasets_spec import CLIPS_V1
 from datasets_spec.provenance import compare, stable_hash
 from pipelines.clips.caption_clips import CaptionClips
+from pipelines.clips.columns import CLIP_COLUMNS, REQUIRED_CLIP_COLUMNS, SPEC
 from pipelines.clips.cut_clips import CutClips
 from pipelines.clips.detect_shots import DetectShots
-from pipelines.clips.list_inputs import ListInputs
+from pipelines.clips.encode import EncodeClipAnchors, EncodeClipLatents, EncodeClipText
+from pipelines.clips.list_inputs import OUTPUTS, STAGE, list_inputs
 from pipelines.clips.make_clips import MakeClips
 from pipelines.clips.probe_videos import ProbeVideos
-from pipelines.clips.write_shards import WriteShards
 from pipelines.config import BuildConfig, output_fingerprint
-from pipelines.encode.encode_anchors import EncodeAnchors
-from pipelines.encode.encode_latents import EncodeLatents
-from pipelines.encode.encode_text import EncodeText
-from pipelines.engine.driver import BuildKind, error_counts, read_error_rows, run_fields
+from pipelines.engine.driver import BuildKind, redacted_config
 from pipelines.engine.resume import BuildState
-from pipelines.engine.stage import Stage
-from sama.config import config_hash, to_dict
+from pipelines.engine.stage import ACCOUNTING_COLUMNS, ERROR_COLUMNS, Stage
+from pipelines.engine.writer import RecordKind
 from sama.errors import ConfigError
 from sama.video.buckets import buckets_for
 from sama.video.frames import latent_num_frames
 
-# Between ListInputs (the source, in the driver) and WriteShards (the sink, in the driver).
-# CutClips (one decode) or DetectShots + MakeClips (two decodes; BuildConfig.single_pass) make
-# the clips. The frames are needed by the captioner (VLM), the anchors and the latents;
-# EncodeLatents drops them, so EncodeText, which needs only the caption, comes last.
 PIPELINE: tuple[type[Stage], ...] = (
     ProbeVideos,
     CutClips,
     DetectShots,
     MakeClips,
     CaptionClips,
-    EncodeAnchors,
-    EncodeLatents,
-    EncodeText,
+    EncodeClipAnchors,
+    EncodeClipLatents,
+    EncodeClipText,
 )
+RECORD = RecordKind(
+    name="clips",
+    spec=SPEC,
+    input_column="video_id",
+    error_key=("clip_id", "video_id"),
+    uri_columns=("source_uri",),
+    group_by=("bucket_width", "bucket_height"),
+    seconds_column="video_duration_s",
+)
+PROMPTS_PER_CLIP = 4  # the caption alone + the three pretext prefixes (SAMA.md §3)
+TOKENS_PER_PROMPT = 96  # a caption's umT5 tokens, about (embeddings are trimmed to length)
 
 
 def make_stages(cfg: BuildConfig) -> list[Stage]:
@@ -63,7 +63,7 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
     """What produced the shards (``datasets_spec.provenance.REQUIRED`` and more)."""
     c = cfg.clips
     return {
-        "spec": CLIPS_V1.id,
+        "spec": SPEC.id,
         "sama_version": sama.__version__,
         **described,  # vae, latent_norm, black_latent(_by_bucket), siglip, anchor_policy, text
         "text": described.get("text"),
@@ -83,12 +83,12 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
             "assign": "nearest aspect ratio (log space)",
             "resize": "cover-resize, centre-crop",
         },
-        "build_config": to_dict(cfg),
+        "build_config": redacted_config(cfg),
         "output_fingerprint": stable_hash(output_fingerprint(cfg)),
     }
 
 
-def _check_same_models(state: BuildState, prov: dict, uri: str) -> None:
+def check_same_models(state: BuildState, prov: dict, uri: str) -> None:
     old = state.existing_provenance()
     if old is None:
         return
@@ -100,72 +100,32 @@ def _check_same_models(state: BuildState, prov: dict, uri: str) -> None:
         )
 
 
-def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict) -> dict:
-    """Counts over the whole output (earlier runs included) plus this run's figures."""
-    fs = state.fs
-    clips, with_clips = 0, set()
-    for p in state.shard_paths("clips"):
-        with fs.open(p, "rb") as f:
-            t = pq.read_table(f, columns=["video_id"])
-        clips += t.num_rows
-        with_clips.update(t.column("video_id").to_pylist())
-    errs = read_error_rows(state)
-    wall = max(run["wall_s"], 1e-9)
-    run |= {
-        "clips_per_s": round(run["clips"] / wall, 3),
-        "inputs_per_s": round(run["processed_inputs"] / wall, 3),
-        **run_fields(cfg),
-    }
-    ids = [r["video_id"] for r in inputs]
-    accounted = with_clips | {e["item_id"] for e in errs}
-    return {
-        "spec": CLIPS_V1.id,
-        "sama_version": sama.__version__,
-        "output": cfg.output.uri,
-        "inputs": [{"id": r["video_id"], "uri": r["source_uri"], "kind": "clips"} for r in inputs],
-        "num_inputs": len(inputs),
-        "clips": clips,
-        "errors": len(errs),
-        "inputs_with_clips": len(with_clips & set(ids)),
-        "inputs_with_errors": len({e["item_id"] for e in errs} & set(ids)),
-        "inputs_unaccounted": sorted(set(ids) - accounted),
-        **error_counts(errs),
-        "config_hash": config_hash(cfg),
-        "output_fingerprint": stable_hash(output_fingerprint(cfg)),
-        "wall_s": run["wall_s"],
-        "run": run,
-    }
-
-
-def format_summary(s: dict) -> str:
-    r = s["run"]
-    kinds = ", ".join(f"{k} {n}" for k, n in s["errors_by_kind"].items()) or "none"
-    lines = [
-        f"sama build done in {r['wall_s']:.1f}s: {s['num_inputs']} inputs "
-        f"({r['processed_inputs']} processed, {r['skipped_inputs']} already built), "
-        f"{s['clips']} clips, {s['errors']} errors",
-        f"  this run: {r['clips']} clips, {r['errors']} error rows, "
-        f"{r['inputs_per_s']:.2f} inputs/s, {r['clips_per_s']:.2f} clips/s",
-        f"  errors by kind: {kinds}",
-        f"  output: {s['output']}",
-    ]
-    if s["inputs_unaccounted"]:
-        lines.append(f"  NOT accounted for: {s['inputs_unaccounted'][:10]}")
-    return "\n".join(lines)
+def row_bytes(cfg: BuildConfig, prov: dict) -> int:
+    """Stored bytes of one clip row at the largest bucket, from the models' sizes (bf16)."""
+    w, h = max(buckets_for(cfg.clips.resolution), key=lambda b: b[0] * b[1])
+    channels = len(prov.get("black_latent") or [0] * 16)
+    latents = channels * latent_num_frames(cfg.clips.num_frames) * (h // 8) * (w // 8) * 2
+    pooling = (prov.get("anchor_policy") or {}).get("pooling") or {}
+    anchors = cfg.anchors.num * pooling.get("tokens_per_image", 65) * pooling.get("hidden_size", 1152) * 2
+    text = prov.get("text") or {}
+    embeds = PROMPTS_PER_CLIP * TOKENS_PER_PROMPT * int(text.get("dim", 4096)) * 2 if text else 0
+    return latents + anchors + embeds + 1024
 
 
 CLIPS = BuildKind(
-    name="clips",
-    source=ListInputs,
-    sink=WriteShards,
-    id_column="video_id",
+    record=RECORD,
+    registry=CLIP_COLUMNS,
+    source_columns=OUTPUTS,
+    sink_columns=(*REQUIRED_CLIP_COLUMNS, *ERROR_COLUMNS, *ACCOUNTING_COLUMNS),
+    list_inputs=list_inputs,
+    listing_stage=STAGE,
     make_stages=make_stages,
     provenance=provenance,
-    check_same_models=_check_same_models,
-    summarize=summarize,
-    format_summary=format_summary,
+    check_same_models=check_same_models,
+    row_bytes=row_bytes,
+    fingerprint=output_fingerprint,
     label="sama build",
     noun="inputs",
-    bar_desc="build",
     bar_unit="video",
+    main_config=True,
 )

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from pipelines.engine.root import config_file
+from pipelines.engine.root import INPUTS_DIR, STATE_DIR, config_file
 from sama.shards import list_shards, url_to_fs
 
 KINDS: tuple[str, ...] = ("clips", "pairs", "errors")
@@ -49,6 +49,29 @@ class DatasetDir:
     summary_error: str | None = None
     build_config: dict | None = None
     build_config_error: str | None = None
+    # ids of the inputs the builds declared (their inputs tables, engine/listing.py); None for
+    # a root without them (then summary.json's counts are all there is to check against)
+    declared_inputs: list[str] | None = None
+
+
+def declared_inputs(fs, path: str) -> list[str] | None:
+    """Input ids of every build kind's inputs table under ``path`` (``_state/<kind>/inputs/``)."""
+    import pyarrow.parquet as pq
+
+    state = posixpath.join(path, STATE_DIR)
+    if not fs.exists(state):
+        return None
+    ids: list[str] | None = None
+    for kind, column in INPUT_ID_COLUMNS.items():
+        folder = posixpath.join(state, kind, INPUTS_DIR)
+        if kind == "errors" or not fs.exists(folder):
+            continue
+        ids = ids or []
+        for p in sorted(fs.ls(folder, detail=False)):
+            if p.endswith(".parquet") and not posixpath.basename(p).startswith("."):
+                with fs.open(p, "rb") as f:
+                    ids += pq.read_table(f, columns=[column]).column(0).to_pylist()
+    return ids
 
 
 def open_dataset_dir(root: str, fs=None) -> DatasetDir:
@@ -70,6 +93,7 @@ def open_dataset_dir(root: str, fs=None) -> DatasetDir:
     pairs_config = posixpath.join(path, config_file("pairs"))
     if out.build_config is None and fs.exists(pairs_config):  # a root with pairs only
         out.build_config, out.build_config_error = _read_text(fs, pairs_config, yaml.safe_load)
+    out.declared_inputs = declared_inputs(fs, path)
     return out
 
 

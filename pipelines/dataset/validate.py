@@ -328,7 +328,7 @@ def _check_inputs(ds: DatasetDir, accounted: set[str], col: _Collector) -> int |
             level="warning",
         )
         return None
-    ids = input_ids(ds.summary)
+    ids = ds.declared_inputs if ds.declared_inputs is not None else input_ids(ds.summary)
     declared = ds.summary.get("num_inputs")
     if ids is None:
         n = declared if isinstance(declared, int) else ds.summary.get("inputs")

@@ -1,22 +1,22 @@
-"""EncodeAnchors: SigLIP semantic tokens of each clip's anchor frames (SAMA.md §2).
+"""EncodeAnchors: SigLIP semantic tokens of the anchor frames (SAMA.md §2).
 
-IN: ``frames``, ``frames_shape``, ``num_frames``. OUT: ``anchor_frame_indices``,
-``anchor_tokens`` (bf16 N,65,D: 8x8 pooled local tokens + 1 global per anchor). Fan-out 1:1.
-Resources: an actor pool (``engine.anchors``) holding the SigLIP vision tower.
+IN: ``frames_column`` (a clip's frames; a pair's target frames), ``frames_shape``,
+``num_frames``. OUT: ``anchor_frame_indices``, ``anchor_tokens`` (bf16 N,65,D: 8x8 pooled
+local tokens + 1 global per anchor). Fan-out 1:1. Resources: an actor pool (``engine.anchors``)
+holding the SigLIP vision tower.
 
 Anchor frames: ``anchors.num`` frames, policy ``first`` (frame 0, what the released encoder
-uses) or ``uniform`` (``linspace(0, F-1, N)`` rounded). Each clip's anchors are one SigLIP
-call, so a row does not depend on how Ray batched the rows (resume compares rows; SigLIP is
-cheap next to the VAE).
+uses) or ``uniform`` (``linspace(0, F-1, N)`` rounded); an image is its one frame. Each row's
+anchors are one SigLIP call, so a row does not depend on how Ray batched the rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipelines.engine.stage import Batch, Stage, clip_columns, is_error, tensor_columns
+from pipelines.engine.stage import Row, Rows, Stage
 
 
 def anchor_indices(num_frames: int, num: int, policy: str) -> list[int]:
@@ -30,9 +30,9 @@ class EncodeAnchors(Stage):
     name = "encode_anchors"
     engine_key = "anchors"
     describe_loads_model = True
-    inputs = ("frames", "frames_shape", *clip_columns("num_frames"))
-    outputs = (*clip_columns("anchor_frame_indices"), *tensor_columns("anchor_tokens"))
-    frames_column = "frames"  # the frames the anchors are taken from (pairs: the target's)
+    frames_column: ClassVar[str] = "frames"  # the frames the anchors are taken from
+    inputs = ("frames", "frames_shape", "num_frames")
+    outputs = ("anchor_frame_indices", "anchor_tokens", "anchor_tokens_shape", "anchor_tokens_dtype")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -47,31 +47,18 @@ class EncodeAnchors(Stage):
 
             self.encoder = SiglipAnchorEncoder.load(self.cfg.siglip)
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, self._encode)
+
+    def _encode(self, row: Row) -> Row:
         from sama.tensors import encode_tensor
 
         a = self.cfg.anchors
-        out = []
-        for row in batch:
-            if is_error(row):
-                out.append(self.passthrough(row))
-                continue
-            idx = anchor_indices(row["num_frames"], a.num, a.policy)
-            clip_THWC = np.frombuffer(row[self.frames_column], np.uint8)
-            clip_THWC = clip_THWC.reshape(row["frames_shape"])
-            data, shape, dtype = encode_tensor(self.encoder.encode(clip_THWC[idx]), "bfloat16")
-            out.append(
-                self.merge(
-                    row,
-                    {
-                        "anchor_frame_indices": idx,
-                        "anchor_tokens": data,
-                        "anchor_tokens_shape": shape,
-                        "anchor_tokens_dtype": dtype,
-                    },
-                )
-            )
-        return out
+        idx = anchor_indices(row["num_frames"], a.num, a.policy)
+        clip_THWC = np.asarray(row[self.frames_column]).reshape(row["frames_shape"])
+        data, shape, dtype = encode_tensor(self.encoder.encode(clip_THWC[idx]), "bfloat16")
+        return {"anchor_frame_indices": idx, "anchor_tokens": data,
+                "anchor_tokens_shape": shape, "anchor_tokens_dtype": dtype}  # fmt: skip
 
     def describe(self) -> dict:
         return {

@@ -1,23 +1,25 @@
-"""EncodeLatents: Wan VAE latents of each clip, normalised as the DiT consumes them.
+"""EncodeLatents: Wan VAE latents of each row's frames, normalised as the DiT consumes them.
 
-IN: ``frames``, ``frames_shape``. OUT: ``latents`` (bf16 C,T',H',W'); the frames are dropped
-here (last stage that needs them). Fan-out 1:1. Resources: an actor pool (``engine.latents``)
-holding the VAE (``setup()`` loads it once per actor; GPU on a cluster, CPU here).
+IN: the frames columns of ``sides`` and ``frames_shape``. OUT: one latent tensor per side
+(bf16 C,T',H',W'); the frames are dropped here (the last stage that needs them). Fan-out 1:1.
+Resources: an actor pool (``engine.latents``) holding the VAE (``setup()`` loads it once per
+actor; GPU on a cluster, CPU here). A clip has one side (``frames`` -> ``latents``), a pair two
+(source and target, the same frames in the same bucket, so the latents share a shape).
 
-Clips are encoded one at a time: the rows of a batch come from different buckets, and one clip
-per call keeps the result independent of how Ray batched the rows (resume compares rows).
-Memory stays bounded by ``vae.chunk_frames`` / ``vae.tiling`` (``sama.encoders.vae``).
-``describe()`` gives the provenance: model, ``latent_norm`` and the per-channel latent of
-black frames (``black_latent``) the trainer's latent-space cube inpainting uses (SAMA.md §3).
+Rows are encoded one at a time: the rows of a batch come from different buckets, and one row
+per call keeps the result independent of how Ray batched them (resume compares rows). Memory
+stays bounded by ``vae.chunk_frames`` / ``vae.tiling`` (``sama.encoders.vae``). ``describe()``
+gives the provenance: model and ``latent_norm``; with ``black_latent`` (clips) also the latent
+of black frames per bucket that the trainer's latent-space cube inpainting uses (SAMA.md §3).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipelines.engine.stage import Batch, Stage, is_error, tensor_columns
+from pipelines.engine.stage import Row, Rows, Stage
 from sama.video.buckets import buckets_for
 
 
@@ -25,8 +27,10 @@ class EncodeLatents(Stage):
     name = "encode_latents"
     engine_key = "latents"
     describe_loads_model = True
+    sides: ClassVar[tuple[tuple[str, str], ...]] = (("frames", "latents"),)  # frames -> latents
+    black_latent: ClassVar[bool] = True
     inputs = ("frames", "frames_shape")
-    outputs = tensor_columns("latents")
+    outputs = ("latents", "latents_shape", "latents_dtype")
     drops = ("frames", "frames_shape")
 
     def __init__(self, cfg) -> None:
@@ -42,36 +46,30 @@ class EncodeLatents(Stage):
 
             self.vae = WanVAE.load(self.cfg.vae)
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, self._encode)
+
+    def _encode(self, row: Row) -> Row:
         from sama.tensors import encode_tensor
 
-        out = []
-        for row in batch:
-            if is_error(row):
-                out.append(self.passthrough(row))
-                continue
-            clip_THWC = np.frombuffer(row["frames"], np.uint8).reshape(row["frames_shape"]).copy()
+        out: Row = {}
+        for frames_col, prefix in self.sides:
+            clip_THWC = np.asarray(row[frames_col]).reshape(row["frames_shape"])
             data, shape, dtype = encode_tensor(self.vae.encode(clip_THWC), "bfloat16")
-            out.append(
-                self.merge(row, {"latents": data, "latents_shape": shape, "latents_dtype": dtype})
-            )
+            out |= {prefix: data, f"{prefix}_shape": shape, f"{prefix}_dtype": dtype}
         return out
 
     def describe(self) -> dict:
-        """VAE provenance, ``latent_norm`` and ``black_latent`` (per channel, list of floats).
-
-        ``black_latent`` is latent frame 1 of an all-black clip (4 black frames after a black
-        frame, see ``WanVAE.black_frame_latent``) at the square-most bucket, averaged over
-        space; ``black_latent_by_bucket`` holds the same for every bucket ("WxH" keys).
-        """
-        by_bucket = {}
-        for w, h in buckets_for(self.cfg.clips.resolution):
-            by_bucket[f"{w}x{h}"] = [float(v) for v in self.vae.black_frame_latent(h, w)]
-        square = min(buckets_for(self.cfg.clips.resolution), key=lambda b: abs(b[0] / b[1] - 1))
-        return {
-            "vae": self.vae.model_info(),
-            "latent_norm": self.vae.normalisation(),
-            "black_latent": by_bucket[f"{square[0]}x{square[1]}"],
-            "black_latent_by_bucket": by_bucket,
-            "latents_dtype": "bfloat16",
-        }
+        """VAE provenance, ``latent_norm`` and (clips) ``black_latent``: latent frame 1 of an
+        all-black clip (``WanVAE.black_frame_latent``) averaged over space, per channel, at the
+        square-most bucket, and ``black_latent_by_bucket`` for every bucket ("WxH" keys)."""
+        out = {"vae": self.vae.model_info(), "latent_norm": self.vae.normalisation(),
+               "latents_dtype": "bfloat16"}  # fmt: skip
+        if not self.black_latent:
+            return out
+        res = self.cfg.clips.resolution
+        by_bucket = {f"{w}x{h}": [float(v) for v in self.vae.black_frame_latent(h, w)]
+                     for w, h in buckets_for(res)}  # fmt: skip
+        square = min(buckets_for(res), key=lambda b: abs(b[0] / b[1] - 1))
+        return out | {"black_latent": by_bucket[f"{square[0]}x{square[1]}"],
+                      "black_latent_by_bucket": by_bucket}  # fmt: skip

@@ -1,6 +1,6 @@
-"""EncodeText (optional, ``text.enabled``): umT5 embeddings of every prompt a clip is trained with.
+"""EncodeText (optional, ``text.enabled``): umT5 embeddings of every prompt a row is trained with.
 
-IN: ``caption``. OUT: ``text_prompts`` (the caption alone, then each pretext prefix + caption, in
+IN: ``caption`` (pairs: the instruction, ``prompts()``). OUT: ``text_prompts`` (the caption alone, then each pretext prefix + caption, in
 ``sama.pretext.PretextTask`` order, SAMA.md §3), ``text_lengths`` (real token count of each) and
 ``text_embeds`` (bf16 L,D: each prompt's embedding trimmed to its real length, concatenated along
 L; split with ``text_lengths``). Fan-out 1:1. Resources: an actor pool (``engine.text``) holding
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from pipelines.engine.stage import Batch, Row, Stage, clip_columns, tensor_columns
+from pipelines.engine.stage import Row, Rows, Stage
 
 CACHE_SIZE = 256
 
@@ -24,8 +24,8 @@ class EncodeText(Stage):
     name = "encode_text"
     engine_key = "text"
     describe_loads_model = True
-    inputs = clip_columns("caption")
-    outputs = (*clip_columns("text_prompts", "text_lengths"), *tensor_columns("text_embeds"))
+    inputs = ("caption",)
+    outputs = ("text_prompts", "text_lengths", "text_embeds", "text_embeds_shape", "text_embeds_dtype")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -45,8 +45,8 @@ class EncodeText(Stage):
 
             self.encoder = UMT5TextEncoder.load(self.cfg.text.encoder)
 
-    def process(self, batch: Batch) -> Batch:
-        return self.map_rows(batch, lambda row: self._embed(self.prompts(row)))
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, lambda row: dict(self._embed(self.prompts(row))))
 
     def prompts(self, row: Row) -> list[str]:
         """Every prompt the trainer may use for ``row`` (pairs: the prefixed instruction)."""

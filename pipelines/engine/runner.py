@@ -1,37 +1,45 @@
 """Runs the stages: the one module that imports Ray (CONVENTIONS.md layout).
 
-The adapter (after NeMo Curator's ``backends/ray_data/adapter.py``) maps each stage onto Ray
-Data's streaming ``map_batches``: stages that hold a model (``uses_actor()``) become actor pools
-of ``engine.<stage>.concurrency`` actors whose constructor runs ``setup()`` once; the others
-become tasks (one video per call, retried by Ray if they fail). Batches travel as Arrow tables
-with the declared column types (``stages.base.schema_for``), never inferred. The driver pulls the
-finished rows and hands them to the sink (``WriteShards``).
+The adapter (after NeMo Curator's ``backends/ray_data/adapter.py``) maps the build onto Ray
+Data, streaming:
 
-Before launch ``check_plan`` verifies every stage's inputs are produced upstream; with
-``engine.strict`` (the tests) each batch is checked to carry exactly the declared columns.
+    read_datasource(inputs table, small blocks)       engine/listing.py, in the workers
+      -> map_batches(stage) for each stage             tasks, or actor pools for model stages
+      -> map_batches(write, batch_size=rows_per_shard) the workers write shards + sidecars
+      -> the driver iterates the sidecars              a few KB per shard: progress, completion
 
-``engine.executor=local`` runs the same stages in this process, in order, without Ray: for
-debugging, and for inputs only this process can see (fsspec ``memory://``).
+Batches are Arrow tables typed from the recipe's registry (``engine/apply.py``: a stage sees
+only its declared columns; the rest passes through untouched). Model stages
+(``uses_actor()``) become pools of ``engine.<stage>.concurrency`` actors; the others tasks,
+retried by Ray if a worker dies. ``engine.fuse`` runs consecutive stages in one process.
+
+Placement (``plan_placement``): Ray sees a cluster as one pool of resources, but a task runs
+on one node. Actor pools that take fractions of every node's CPUs can leave no node with a whole
+CPU for a decode task, and the build then waits forever. So before launch the actors are
+packed, per node, onto as few nodes as fit (best fit), the plan is checked to leave some node
+room for each kind of task, and each pool that fits on one node is pinned there (soft node
+affinity: if that node dies, Ray may restart the pool elsewhere).
+
+``engine.executor=local`` runs the same stages and the same writer in this process, without Ray:
+for debugging, and for inputs only this process can see (fsspec ``memory://``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import sys
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from pipelines.clips.list_inputs import ListInputs
-from pipelines.clips.write_shards import WriteShards
-from pipelines.config import BuildConfig
-from pipelines.engine.stage import Batch, Stage, check_batch, check_plan, to_table
-from sama.config import config_hash
+from pipelines.engine.apply import apply_stage
+from pipelines.engine.listing import ListedInputs, read_part
+from pipelines.engine.stage import Registry, Stage, check_plan, schema_for
+from pipelines.engine.writer import RecordKind, WriteSettings, write_bundle
 from sama.errors import ConfigError
 
 # passed to the workers of a cluster we join (a local Ray inherits this process's environment)
@@ -42,43 +50,33 @@ PROPAGATED_ENV = (
     "HF_HOME",
     "TOKENIZERS_PARALLELISM",
 )
-MAX_INPUT_BLOCKS = 10_000
-
-Sink = Callable[[Batch], None]
 
 
-def plan(
-    stages: list[Stage],
-    source: type[Stage] = ListInputs,
-    writer: type[Stage] = WriteShards,
-) -> list[tuple[str, ...]]:
-    """The columns after each stage; raises if a stage reads what nothing produces.
+@dataclass
+class Job:
+    """Everything one run of the stages needs (built by ``engine/driver.py``)."""
 
-    ``source`` makes the input rows (in the driver), ``writer`` is the sink: the clip build's
-    by default; the pair build passes ``ListPairs`` and ``WritePairShards``."""
-    return check_plan(stages, source.outputs, writer.inputs)
-
-
-def run(
-    cfg: BuildConfig,
-    stages: list[Stage],
-    inputs: Batch,
-    sink: Sink,
-    *,
-    source: type[Stage] = ListInputs,
-    writer: type[Stage] = WriteShards,
-) -> None:
-    """Push ``inputs`` (``source`` rows) through ``stages``; every output batch goes to ``sink``."""
-    columns = plan(stages, source, writer)
-    if not inputs:
-        return
-    if cfg.engine.executor == "local":
-        _run_local(cfg, stages, columns, inputs, sink)
-    else:
-        _run_ray(cfg, stages, columns, inputs, sink, source)
+    cfg: Any
+    stages: list[Stage]
+    registry: Registry
+    source_columns: tuple[str, ...]
+    sink_columns: tuple[str, ...]
+    record: RecordKind
+    write: WriteSettings
+    listed: ListedInputs
+    open_fs: Callable[[], Any]  # the output filesystem (for the inputs table)
+    done: pa.Array  # inputs finished by earlier runs
+    skip: pa.Array  # row ids earlier runs wrote of unfinished inputs
+    rows_per_shard: int
+    on_sidecar: Callable[[dict], None]
 
 
-def describe(cfg: BuildConfig, stages: list[Stage]) -> dict:
+def plan(stages: list[Stage], source_columns, sink_columns) -> list[tuple[str, ...]]:
+    """The columns after each stage; raises if a stage reads what nothing produces."""
+    return check_plan(stages, source_columns, sink_columns)
+
+
+def describe(cfg: Any, stages: list[Stage]) -> dict:
     """Merged ``describe()`` of the stages (provenance). Model stages are set up where they
     would run (a Ray task with the stage's resources), so the driver needs no GPU."""
     out: dict = {}
@@ -103,7 +101,7 @@ def describe(cfg: BuildConfig, stages: list[Stage]) -> dict:
     return out
 
 
-def _describe_remote(stage_cls: type[Stage], cfg: BuildConfig) -> dict:
+def _describe_remote(stage_cls: type[Stage], cfg: Any) -> dict:
     st = stage_cls(cfg)
     st.setup()
     return st.describe()
@@ -111,13 +109,13 @@ def _describe_remote(stage_cls: type[Stage], cfg: BuildConfig) -> dict:
 
 # ---- Ray session ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def ray_session(cfg: BuildConfig) -> Iterator[None]:
-    """Start a local Ray (CPU count and object store capped from config) or join
-    ``engine.ray_address``; a Ray already initialised in this process is reused as is."""
+def ray_session(cfg: Any) -> Iterator[None]:
+    """Start a local Ray (CPU count and object store capped from config; token authentication
+    on, as Ray sets it up) or join ``engine.ray_address``; a Ray already initialised in this
+    process is reused as is."""
     if cfg.engine.executor == "local":
         yield
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -126,21 +124,19 @@ def ray_session(cfg: BuildConfig) -> Iterator[None]:
         yield
         return
     e = cfg.engine
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
     if e.ray_address:
         env = {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}
-        ray.init(
-            address=e.ray_address,
-            runtime_env={"env_vars": env} if env else None,
-            logging_level=logging.WARNING,
-        )
+        ray.init(address=e.ray_address, runtime_env={"env_vars": env} if env else None,
+                 logging_level=logging.WARNING)  # fmt: skip
     else:
+        # token authentication stays on (Ray's default for a new local cluster since 2.5x)
         ray.init(
             address="local",  # a new instance, never a cluster someone left running here
             num_cpus=e.num_cpus or None,
             num_gpus=None if e.num_gpus < 0 else e.num_gpus,
             object_store_memory=e.object_store_mb * 2**20 if e.object_store_mb else None,
-            **common,
+            logging_level=logging.WARNING,
+            include_dashboard=e.dashboard,
         )
     _configure_data()
     try:
@@ -153,187 +149,353 @@ def _configure_data() -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # build.py prints its own
+    ctx.enable_progress_bars = False  # the driver prints its own
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # it says "progress bars disabled" once per process: ours is the driver's
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+# ---- placement -----------------------------------------------------------------------------
+@dataclass
+class Node:
+    node_id: str
+    cpu: float
+    gpu: float
+
+
+def cluster_nodes() -> list[Node]:
+    import ray
+
+    return [
+        Node(n["NodeID"], float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def plan_placement(groups: list[list[Stage]], nodes: list[Node]) -> tuple[dict[int, str], list[str]]:
+    """Which node each actor pool is pinned to (group index -> node id), and the problems:
+    a pool that fits nowhere, or no node left with room for a task (module docstring)."""
+    free = {n.node_id: [n.cpu, n.gpu] for n in nodes}
+    pins: dict[int, str] = {}
+    problems: list[str] = []
+    pools = [(i, g) for i, g in enumerate(groups) if any(s.uses_actor() for s in g)]
+    pools.sort(key=lambda ig: (-_need(ig[1])[1], -_need(ig[1])[0] * _count(ig[1])))
+    for i, g in pools:
+        cpu, gpu = _need(g)
+        n = _count(g)
+        fits = [nid for nid, (c, gp) in free.items() if c >= cpu * n - 1e-9 and gp >= gpu * n - 1e-9]
+        if fits:  # best fit: the node with the least room left that holds the whole pool
+            nid = min(fits, key=lambda x: (free[x][0] - cpu * n, free[x][1] - gpu * n))
+            free[nid][0] -= cpu * n
+            free[nid][1] -= gpu * n
+            pins[i] = nid
+            continue
+        for _ in range(n):  # spread: Ray places them; simulate one at a time
+            ok = [nid for nid, (c, gp) in free.items() if c >= cpu - 1e-9 and gp >= gpu - 1e-9]
+            if not ok:
+                problems.append(f"the {_label(g)} pool needs {n} x ({cpu:g} CPU, {gpu:g} GPU) and "
+                                "the cluster's nodes cannot hold it")  # fmt: skip
+                break
+            nid = min(ok, key=lambda x: free[x][0] - cpu)
+            free[nid][0] -= cpu
+            free[nid][1] -= gpu
+    for g in groups:
+        if any(s.uses_actor() for s in g):
+            continue
+        cpu, gpu = _need(g)
+        if not any(c >= cpu - 1e-9 and gp >= gpu - 1e-9 for c, gp in free.values()):
+            left = ", ".join(f"{c:g} CPU" for c, _ in free.values())
+            problems.append(
+                f"after placing the model actors no node has {cpu:g} CPU for a {_label(g)} task "
+                f"(free per node: {left}): lower engine.<latents|anchors|text>.num_cpus "
+                "(e.g. 0.25) or concurrency, or add CPUs"
+            )
+    return pins, problems
+
+
+def _need(group: list[Stage]) -> tuple[float, float]:
+    res = [s.resources() for s in group]
+    return max(r.num_cpus for r in res), max(r.num_gpus for r in res)
+
+
+def _count(group: list[Stage]) -> int:
+    return max(1, max(s.resources().concurrency for s in group))
+
+
+def _label(group: list[Stage]) -> str:
+    return "+".join(s.name for s in group)
+
+
+def fuse_groups(stages: list[Stage], fuse: list[list[str]]) -> list[list[Stage]]:
+    """Stages grouped as ``engine.fuse`` says (each group consecutive), the rest alone."""
+    names = [s.name for s in stages]
+    groups: list[list[Stage]] = []
+    i = 0
+    wanted = {tuple(g)[0]: list(g) for g in fuse}
+    for g in fuse:
+        present = [n for n in g if n in names]
+        if present and present != names[names.index(present[0]) : names.index(present[0]) + len(present)]:
+            raise ConfigError(f"engine.fuse group {g} is not a run of consecutive enabled stages "
+                              f"(the stages, in order: {names})")  # fmt: skip
+    while i < len(stages):
+        group = wanted.get(stages[i].name)
+        size = len([n for n in group if n in names]) if group else 1
+        groups.append(stages[i : i + size])
+        i += size
+    return groups
+
+
+# ---- the stages as callables ----------------------------------------------------------------
+class GroupRunner:
+    """Set-up stages of one group applied in order to Arrow batches (tasks cache one per
+    worker process; actors hold one for their life)."""
+
+    def __init__(self, stage_classes: list[type[Stage]], cfg: Any, columns: list[tuple[str, ...]],
+                 split_rows: bool) -> None:  # fmt: skip
+        self.stages = [cls(cfg) for cls in stage_classes]
+        for st in self.stages:
+            st.setup()
+        self.columns, self.split_rows = columns, split_rows
+        self.strict, self.retries = cfg.engine.strict, cfg.engine.input_retries
+
+    def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
+        tables: Iterator[pa.Table] = iter([table])
+        for st, cols in zip(self.stages, self.columns, strict=True):
+            tables = self._apply(st, cols, tables)
+        for t in tables:
+            if self.split_rows:  # one row per block: the writer's bundles are exact
+                for i in range(t.num_rows):
+                    yield t.slice(i, 1)
+            elif t.num_rows:
+                yield t
+
+    def _apply(self, st: Stage, cols: tuple[str, ...], tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for t in tables:
+            yield from apply_stage(st, t, cols, st.registry, strict=self.strict, retries=self.retries)
+
+
+_TASK_RUNNERS: dict[tuple, GroupRunner] = {}
+
+
+def _task_fn(key: tuple, args: tuple) -> Callable[[pa.Table], Iterator[pa.Table]]:
+    def run(table: pa.Table) -> Iterator[pa.Table]:
+        runner = _TASK_RUNNERS.get(key)
+        if runner is None:
+            runner = _TASK_RUNNERS[key] = GroupRunner(*args)
+        yield from runner(table)
+
+    run.__name__ = key[0]
+    return run
+
+
+def _write_fn(record: RecordKind, ws: WriteSettings, skip_ref: Any) -> Callable:
+    def write_shards(table: pa.Table) -> pa.Table:
+        import json
+
+        import ray
+
+        skip = ray.get(skip_ref) if skip_ref is not None else None
+        sidecar = write_bundle(table, record, ws, skip)
+        return pa.table({"sidecar": [json.dumps(sidecar)]})
+
+    return write_shards
+
+
+def _resource_args(group: list[Stage]) -> dict[str, Any]:
+    res = [s.resources() for s in group]
+    out: dict[str, Any] = {"num_cpus": max(r.num_cpus for r in res)}
+    gpus = max(r.num_gpus for r in res)
+    if gpus:
+        out["num_gpus"] = gpus
+    memory = max(r.memory_mb for r in res)
+    if memory:
+        out["memory"] = memory * 2**20
+    return out
 
 
 # ---- Ray Data ------------------------------------------------------------------------------
-def _run_ray(
-    cfg: BuildConfig,
-    stages: list[Stage],
-    columns: list[tuple[str, ...]],
-    inputs: Batch,
-    sink: Sink,
-    source: type[Stage] = ListInputs,
-) -> None:
-    import ray.data
-
-    n = min(len(inputs), MAX_INPUT_BLOCKS)
-    step = -(-len(inputs) // n)
-    blocks = [
-        to_table(inputs[i : i + step], source.outputs, source.registry)
-        for i in range(0, len(inputs), step)
-    ]
-    check_resources(cfg, stages)
-    ds = ray.data.from_arrow(blocks)
-    key = config_hash(cfg)
-    for st, cols in zip(stages, columns, strict=True):
-        ds = _map_stage(ds, cfg, st, cols, key)
-    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        sink(table.to_pylist())
+def run(job: Job) -> dict:
+    """Run ``job``; returns the per-operator statistics (Ray Data's own, when on Ray)."""
+    columns = plan(job.stages, job.source_columns, job.sink_columns)
+    if job.cfg.engine.executor == "local":
+        return _run_local(job, columns)
+    return _run_ray(job, columns)
 
 
-def _map_stage(ds: Any, cfg: BuildConfig, st: Stage, cols: tuple[str, ...], key: str) -> Any:
-    import ray.data
+def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
+    import json
 
-    res, strict = st.resources(), cfg.engine.strict
-    kwargs: dict[str, Any] = {
-        "batch_size": res.batch_size,
-        "batch_format": "pyarrow",
-        "num_cpus": res.num_cpus,
-    }
-    if res.num_gpus:
-        kwargs["num_gpus"] = res.num_gpus
-    if st.uses_actor():
-        # Ray Data restarts actors lost to a crash; an exception in a model stage is a bug and
-        # fails the build (its finished inputs are kept, and skipped by the re-run).
-        return ds.map_batches(
-            StageActor,
-            fn_constructor_kwargs={
-                "stage_cls": type(st),
-                "cfg": cfg,
-                "columns": cols,
-                "strict": strict,
-            },
-            compute=ray.data.ActorPoolStrategy(size=max(1, res.concurrency)),
-            **kwargs,
-        )
-    fn = functools.partial(_run_task, type(st), cfg, key, cols, strict)
-    compute = ray.data.TaskPoolStrategy(size=res.concurrency) if res.concurrency else None
-    with warnings.catch_warnings():  # retry args are "ray_remote_args", deprecated in 2.60
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # a failed decode task (e.g. a flaky remote read) is retried a few times, then fails
-        return ds.map_batches(
-            fn,
-            compute=compute,
-            max_retries=cfg.engine.task_retries,
-            retry_exceptions=True,
-            **kwargs,
-        )
-
-
-def check_resources(cfg: BuildConfig, stages: list[Stage]) -> None:
-    """The actor pools must leave room for at least one decode task, or nothing moves."""
     import ray
+    import ray.data
 
-    total = ray.cluster_resources()
-    actors = [(max(1, s.resources().concurrency), s.resources()) for s in stages if s.uses_actor()]
-    need_cpu = sum(n * r.num_cpus for n, r in actors)
-    need_cpu += max((s.resources().num_cpus for s in stages if not s.uses_actor()), default=0)
-    need_gpu = sum(n * r.num_gpus for n, r in actors)
-    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    problems = []
-    if need_cpu > have_cpu:
-        problems.append(
-            f"the model actor pools plus one decode task need {need_cpu:g} CPUs, "
-            f"the cluster has {have_cpu:g}: lower engine.<latents|anchors|text>."
-            "num_cpus (e.g. 0.25) or concurrency, or raise engine.num_cpus"
-        )
-    if need_gpu > have_gpu:
-        problems.append(
-            f"the actor pools need {need_gpu:g} GPUs, the cluster has "
-            f"{have_gpu:g}: set engine.<stage>.num_gpus=0 (and the encoders' "
-            "device=cpu) or run on GPU nodes"
-        )
+    cfg = job.cfg
+    groups = fuse_groups(job.stages, cfg.engine.fuse)
+    pins, problems = plan_placement(groups, cluster_nodes())
     if problems and not cfg.engine.ray_address:
         raise ConfigError("; ".join(problems))
     for p in problems:  # a cluster may autoscale: warn only
         print(f"sama build: warning: {p}", file=sys.stderr)
+    done_ref = ray.put(job.done) if len(job.done) else None
+    skip_ref = ray.put(job.skip) if len(job.skip) else None
+    source = make_datasource(job, done_ref)
+    ds = ray.data.read_datasource(source, override_num_blocks=max(1, len(job.listed.parts)))
+    at = 0
+    for gi, group in enumerate(groups):
+        cols = columns[at : at + len(group)]
+        at += len(group)
+        ds = _map_group(ds, cfg, gi, group, cols, pins.get(gi), last=gi == len(groups) - 1)
+    w = cfg.engine.write
+    ds = ds.map_batches(
+        _write_fn(job.record, job.write, skip_ref),
+        batch_size=job.rows_per_shard,
+        batch_format="pyarrow",
+        max_retries=cfg.engine.task_retries,
+        retry_exceptions=False,
+        **_resource_args_of(w),
+    )
+    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for text in table.column("sidecar").to_pylist():
+            job.on_sidecar(json.loads(text))
+    return operator_stats(ds)
 
 
-def _apply(st: Stage, table: pa.Table, cols: tuple[str, ...], strict: bool) -> Iterator[pa.Table]:
-    for out in _batches(st.process(table.to_pylist())):
-        if strict:
-            check_batch(st.name, out, cols)
-        if out:
-            yield to_table(out, cols, st.registry)
+def _resource_args_of(res: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"num_cpus": res.num_cpus}
+    if res.memory_mb:
+        out["memory"] = res.memory_mb * 2**20
+    return out
 
 
-class StageActor:
-    """A Ray Data actor holding one set-up stage (its model stays loaded between batches)."""
+def _map_group(ds: Any, cfg: Any, gi: int, group: list[Stage], cols: list[tuple[str, ...]],
+               pin: str | None, last: bool) -> Any:  # fmt: skip
+    import warnings
 
-    def __init__(
-        self, stage_cls: type[Stage], cfg: BuildConfig, columns: tuple[str, ...], strict: bool
-    ) -> None:
-        self.stage = stage_cls(cfg)
-        self.stage.setup()
-        self.columns, self.strict = columns, strict
+    import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
-        yield from _apply(self.stage, table, self.columns, self.strict)
-
-
-_TASK_STAGES: dict[tuple[str, str], Stage] = {}  # set-up stages cached per worker process
-
-
-def _run_task(
-    stage_cls: type[Stage],
-    cfg: BuildConfig,
-    key: str,
-    cols: tuple[str, ...],
-    strict: bool,
-    table: pa.Table,
-) -> Iterator[pa.Table]:
-    cache_key = (stage_cls.__qualname__, key)
-    st = _TASK_STAGES.get(cache_key)
-    if st is None:
-        st = stage_cls(cfg)
-        st.setup()
-        _TASK_STAGES[cache_key] = st
-    yield from _apply(st, table, cols, strict)
+    name = "+".join(s.name for s in group)
+    args = ([type(s) for s in group], cfg, cols, last)
+    kwargs: dict[str, Any] = {"batch_size": max(s.resources().batch_size for s in group),
+                              "batch_format": "pyarrow", **_resource_args(group)}  # fmt: skip
+    if any(s.uses_actor() for s in group):
+        if pin:
+            strategy = NodeAffinitySchedulingStrategy(pin, soft=True)
+            kwargs["ray_remote_args_fn"] = lambda: {"scheduling_strategy": strategy}
+        actor_cls = type(f"Stage_{name.replace('+', '_')}", (GroupRunner,), {})
+        # Ray Data restarts actors lost to a crash and retries their batches
+        return ds.map_batches(actor_cls, fn_constructor_args=args,
+                              compute=ray.data.ActorPoolStrategy(size=_count(group)), **kwargs)  # fmt: skip
+    conc = max(s.resources().concurrency for s in group)
+    compute = ray.data.TaskPoolStrategy(size=conc) if conc else None
+    with warnings.catch_warnings():  # retry args are "ray_remote_args", deprecated in 2.60
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # a worker that dies (node lost, OOM kill) is retried; Python errors are error rows
+        return ds.map_batches(_task_fn((name, gi, id(cfg)), args), compute=compute,
+                              max_retries=cfg.engine.task_retries, retry_exceptions=False, **kwargs)  # fmt: skip
 
 
-def _batches(result: Batch | Iterable[Batch]) -> Iterator[Batch]:
-    """``process`` returns a batch (a list of rows) or an iterator of batches (fan-out)."""
-    if isinstance(result, list):
-        yield result
-    else:
-        yield from result
+def make_datasource(job: Job, done_ref: Any) -> Any:
+    """The Ray datasource over the inputs table (``engine/listing.py``)."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    listed, open_fs, id_col = job.listed, job.open_fs, job.record.input_column
+    block_rows = job.cfg.engine.inputs_per_block
+    schema = schema_for(job.source_columns, job.registry)
+
+    class InputsDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return listed.total * 512
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            tasks = []
+            for path, group, rows in listed.parts:
+                def read(path=path, group=group):
+                    import ray
+
+                    done = ray.get(done_ref) if done_ref is not None else pa.array([], pa.string())
+                    for t in read_part(open_fs(), path, group, id_col, done, block_rows):
+                        yield t.select(list(schema.names)).cast(schema)
+
+                meta = BlockMetadata(num_rows=rows, size_bytes=rows * 512, input_files=[path],
+                                     exec_stats=None)  # fmt: skip
+                tasks.append(ReadTask(read, meta, schema=schema))
+            return tasks
+
+    return InputsDatasource()
+
+
+def operator_stats(ds: Any) -> dict:
+    """Per Ray Data operator: wall time, rows and bytes out (Ray's own statistics)."""
+    out: dict = {}
+    try:
+        summary = ds._get_stats_summary()
+    except Exception:  # noqa: BLE001 - stats are a report, never a reason to fail a build
+        return out
+    chain, todo = [], [summary]
+    while todo:  # the dataset's own operators, then its parents' (upstream)
+        s = todo.pop()
+        chain = list(s.operators_stats) + chain
+        todo.extend(s.parents)
+    for op in chain:
+        rows = getattr(op.output_num_rows, "sum", None)
+        nbytes = getattr(op.output_size_bytes, "sum", None)
+        wall = None
+        if op.earliest_start_time and op.latest_end_time:
+            wall = op.latest_end_time - op.earliest_start_time
+        out[op.operator_name] = {
+            "wall_s": round(wall, 3) if wall is not None else None,
+            "task_time_s": round(op.time_total_s, 3),
+            "rows_in": op.total_input_num_rows,
+            "rows_out": rows,
+            "bytes_out": nbytes,
+            "rows_per_s": round(rows / wall, 3) if rows and wall else None,
+        }
+    return out
 
 
 # ---- in-process ----------------------------------------------------------------------------
-def _run_local(
-    cfg: BuildConfig, stages: list[Stage], columns: list[tuple[str, ...]], inputs: Batch, sink: Sink
-) -> None:
-    for st in stages:
-        st.setup()
-    stream: Iterator[Batch] = ([row] for row in inputs)
-    for st, cols in zip(stages, columns, strict=True):
-        stream = _local_stage(st, cols, stream, cfg.engine.strict)
-    for batch in stream:
-        sink(batch)
+def _run_local(job: Job, columns: list[tuple[str, ...]]) -> dict:
+    import time
+
+    cfg, t0 = job.cfg, time.monotonic()
+    groups = fuse_groups(job.stages, cfg.engine.fuse)
+    runners, at = [], 0
+    for group in groups:
+        cols = columns[at : at + len(group)]
+        at += len(group)
+        runners.append(GroupRunner([type(s) for s in group], cfg, cols, False))
+    schema = schema_for(job.source_columns, job.registry)
+    fs = job.open_fs()
+
+    def source() -> Iterator[pa.Table]:
+        for path, group, _ in job.listed.parts:
+            for t in read_part(fs, path, group, job.record.input_column, job.done,
+                               cfg.engine.inputs_per_block):  # fmt: skip
+                yield t.select(list(schema.names)).cast(schema)
+
+    stream: Iterator[pa.Table] = source()
+    for r in runners:
+        stream = _through(r, stream)
+    pending: list[pa.Table] = []
+    n = 0
+    for t in stream:
+        pending.append(t)
+        n += t.num_rows
+        while n >= job.rows_per_shard:
+            bundle = pa.concat_tables(pending).combine_chunks()
+            job.on_sidecar(write_bundle(bundle.slice(0, job.rows_per_shard), job.record, job.write,
+                                        job.skip))  # fmt: skip
+            rest = bundle.slice(job.rows_per_shard)
+            pending, n = ([rest] if rest.num_rows else []), rest.num_rows
+    if n:
+        job.on_sidecar(write_bundle(pa.concat_tables(pending), job.record, job.write, job.skip))
+    return {"local": {"wall_s": round(time.monotonic() - t0, 3)}}
 
 
-def _local_stage(
-    st: Stage, cols: tuple[str, ...], batches: Iterator[Batch], strict: bool
-) -> Iterator[Batch]:
-    size = st.resources().batch_size
-    for batch in _rebatch(batches, size):
-        for out in _batches(st.process(batch)):
-            if strict:
-                check_batch(st.name, out, cols)
-            if out:  # the same rows Ray would carry: exactly the declared columns
-                yield [{c: r.get(c) for c in cols} for r in out]
-
-
-def _rebatch(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
-    buf: Batch = []
-    for b in batches:
-        buf.extend(b)
-        while len(buf) >= size:
-            yield buf[:size]
-            buf = buf[size:]
-    if buf:
-        yield buf
+def _through(runner: GroupRunner, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    for t in tables:
+        yield from runner(t)

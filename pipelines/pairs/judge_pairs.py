@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.engine.stage import Batch, Row, Stage, is_error
+from pipelines.engine.stage import PARENT, Row, Rows, Stage
 from pipelines.pairs.columns import PAIR_COLUMNS, SCORE_COLUMNS, pair_columns
 from sama.config import to_dict
 from sama.errors import ErrorKind, SampleError
@@ -74,20 +74,14 @@ class JudgePairs(Stage):
 
             self.judge = Judge.load(self.cfg.judge)
 
-    def process(self, batch: Batch) -> Batch:
+    def process(self, rows: Rows) -> Rows:
+        """One batched judge call; a whole-batch failure is retried row by row by the engine."""
         from sama.judge import JudgePair
 
-        good = [r for r in batch if not is_error(r)]
-        pairs = [
-            JudgePair(
-                judge_visual(r, "source"), judge_visual(r, "target"), r["instruction"], r["pair_id"]
-            )
-            for r in good
-        ]
-        results = iter(self.judge.score(pairs) if pairs else [])
-        return [
-            self.passthrough(r) if is_error(r) else self._apply(r, next(results)) for r in batch
-        ]
+        pairs = [JudgePair(judge_visual(r, "source"), judge_visual(r, "target"), r["instruction"],
+                           r["pair_id"]) for r in rows]  # fmt: skip
+        results = self.judge.score(pairs) if pairs else []
+        return [self._apply(r, res) for r, res in zip(rows, results, strict=True)]
 
     def _apply(self, row: Row, result: Any) -> Row:
         from sama.judge import passes
@@ -103,7 +97,7 @@ class JudgePairs(Stage):
             failing = below_thresholds(scores, j.thresholds.for_media(media))
             message = f"judge scores under the {media} thresholds: {', '.join(failing)}"
             return self.fail(row, SampleError(ErrorKind.FILTERED, message, stage=self.name))
-        return self.merge(row, out)
+        return {PARENT: row[PARENT], **out}
 
     def describe(self) -> dict:
         j = self.cfg.judge
@@ -121,5 +115,5 @@ class JudgePairs(Stage):
 
 def judge_visual(row: Row, side: str) -> np.ndarray:
     """A side of the pair as the judge takes it: an (H, W, 3) image or a (T, H, W, 3) clip."""
-    frames_THWC = np.frombuffer(row[f"{side}_frames"], np.uint8).reshape(row["frames_shape"])
+    frames_THWC = np.asarray(row[f"{side}_frames"]).reshape(row["frames_shape"])
     return frames_THWC[0] if row["media_type"] == "image" else frames_THWC

@@ -1,22 +1,23 @@
 """LoadPairFrames: decode the same frames of source and target into the pair's bucket.
 
 IN: the plan columns of ``ProbePairs`` and the probes. OUT: ``source_frames``,
-``target_frames`` (uint8 T,H,W,3 raw bytes, T = ``num_frames``: 4k+1 from ``start_frame`` for
-videos, 1 for images) and their shared ``frames_shape``. Fan-out 1:1. Resources: 1 CPU task per
-pair (``engine.clips``, the clip build's decode tasks).
+``target_frames`` (uint8 T,H,W,3, T = ``num_frames``: 4k+1 from ``start_frame`` for videos, 1
+for images) and their shared ``frames_shape``. Fan-out 1:1. Resources: 1 CPU task per pair
+(``engine.clips``, the clip build's decode tasks).
 
-The decoding is ``sama.pairs.frames.load_pair_frames``; a video that ends early is a
-``truncated`` error row.
+The decoding is ``sama.pairs.frames.pair_frames_job`` in the decode sandbox: the frames come
+back in shared memory and enter the batch without a copy; a video that ends early is a
+``truncated`` error row, a stall a ``timeout`` row.
 """
 
 from __future__ import annotations
 
 import json
 
-from pipelines.clips.probe_videos import input_fs
-from pipelines.engine.stage import Batch, Row, Stage
+from pipelines.engine.stage import Row, Rows, Stage
 from pipelines.pairs.columns import PAIR_COLUMNS, pair_columns
 from pipelines.pairs.probe_pairs import PLAN_COLUMNS
+from sama.sandbox import run_job
 
 
 def plan_of(row: Row):
@@ -34,12 +35,6 @@ def plan_of(row: Row):
     )
 
 
-def _info(probe: str | None):
-    from sama.video.probe import VideoInfo
-
-    return None if probe is None else VideoInfo(**json.loads(probe))
-
-
 class LoadPairFrames(Stage):
     name = "load_pair_frames"
     engine_key = "clips"
@@ -49,24 +44,15 @@ class LoadPairFrames(Stage):
     outputs = ("source_frames", "target_frames", "frames_shape")
     drops = ("source_probe", "target_probe")
 
-    def process(self, batch: Batch) -> Batch:
-        return self.map_rows(batch, self._load)
+    def process(self, rows: Rows) -> Rows:
+        return self.map_rows(rows, self._load)
 
     def _load(self, row: Row) -> Row:
-        from sama.pairs.frames import load_pair_frames
-
-        src, tgt = row["source_uri"], row["target_uri"]
-        opts = self.cfg.input.storage_options
-        fs = input_fs(src, opts) if opts else None
-        source_THWC, target_THWC = load_pair_frames(
-            src,
-            tgt,
-            plan_of(row),
-            (_info(row["source_probe"]), _info(row["target_probe"])),
-            fs,
-        )
-        return {
-            "source_frames": source_THWC.tobytes(),
-            "target_frames": target_THWC.tobytes(),
-            "frames_shape": list(source_THWC.shape),
-        }
+        probes = tuple(None if p is None else json.loads(p)
+                       for p in (row["source_probe"], row["target_probe"]))  # fmt: skip
+        kwargs = dict(source_uri=row["source_uri"], target_uri=row["target_uri"], plan=plan_of(row),
+                      infos=probes, storage_options=self.cfg.input.storage_options)  # fmt: skip
+        (out,) = run_job("sama.pairs.frames:pair_frames_job", kwargs,
+                         self.cfg.budget.for_uri(row["source_uri"]), self.name)  # fmt: skip
+        return {"source_frames": out["source"], "target_frames": out["target"],
+                "frames_shape": list(out["source"].shape)}  # fmt: skip

@@ -1,51 +1,37 @@
-"""``sama build`` with ``input.kind=pairs``: an edit-pair manifest -> ``pairs/v1`` shards.
+"""The pair recipe: an edit-pair manifest -> ``pairs/v1`` shards (``input.kind=pairs``).
 
-The same driver as the clip build (``pipelines/engine/driver.py``; ``PAIRS`` says what is
-pair-specific): list the inputs in the driver, drop those a previous run finished, run the
-stages on Ray Data (``pipelines/engine/runner.py``) into a driver-side shard writer, then write ``summary.json`` listing every pair input (``id`` =
-``pair_id``, so ``sama validate`` checks each is in ``pairs`` or ``errors``). The stages
-(SAMA.md §4):
+    list_pairs -> ProbePairs -> LoadPairFrames -> [JudgePairs] -> EncodePairAnchors
+               -> EncodePairLatents -> [EncodePairText] -> the writer
 
-    ListPairs -> ProbePairs -> LoadPairFrames -> [JudgePairs] -> EncodePairAnchors
-              -> EncodePairLatents -> [EncodePairText] -> WritePairShards
-
-The judge comes before the encoders, so pairs it filters cost no VAE time. The output root may
-already hold a clip build: this build touches only ``pairs/``, its own error shards, its state
-under ``_state/pairs/`` and ``build_config_pairs.yaml``, and merges its inputs into
-``summary.json`` (``pipelines/engine/root.py``). It refuses to add pairs encoded with other
-models than the shards already there (the trainer needs one latent space).
+The judge comes before the encoders, so pairs it filters cost no VAE time (SAMA.md §4). The
+output root may already hold a clip build: this build touches only ``pairs/``, its own error
+shards (``errors/part-pairs-*``), its state under ``_state/pairs/`` and
+``build_config_pairs.yaml`` (``pipelines/engine/root.py``). It refuses to add pairs encoded with
+other models than the shards already there (the trainer needs one latent space). ``PAIRS`` is
+what the engine's driver needs of this recipe.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
-import pyarrow.parquet as pq
-
 import sama
-from datasets_spec import PAIRS_V1
 from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, stable_hash
 from pipelines.config import BuildConfig, output_fingerprint
-from pipelines.engine.driver import BuildKind, error_counts, read_error_rows, run_build, run_fields
-from pipelines.engine.resume import BuildState
-from pipelines.engine.root import BUILD_KINDS
-from pipelines.engine.stage import Stage
-from pipelines.pairs.encode_pair_anchors import EncodePairAnchors
-from pipelines.pairs.encode_pair_latents import EncodePairLatents
-from pipelines.pairs.encode_pair_text import EncodePairText
+from pipelines.engine.driver import BuildKind, redacted_config
+from pipelines.engine.resume import BuildState, existing_provenance
+from pipelines.engine.stage import ACCOUNTING_COLUMNS, ERROR_COLUMNS, Stage
+from pipelines.engine.writer import RecordKind
+from pipelines.pairs.columns import PAIR_COLUMNS, REQUIRED_PAIR_COLUMNS, SPEC
+from pipelines.pairs.encode import EncodePairAnchors, EncodePairLatents, EncodePairText
 from pipelines.pairs.judge_pairs import JudgePairs
-from pipelines.pairs.list_pairs import ListPairs
+from pipelines.pairs.list_pairs import OUTPUTS, STAGE, list_pairs
 from pipelines.pairs.load_pair_frames import LoadPairFrames
 from pipelines.pairs.probe_pairs import ProbePairs
-from pipelines.pairs.write_pair_shards import WritePairShards
-from sama.config import config_hash, to_dict
 from sama.errors import ConfigError
 from sama.pairs.manifest import effective_config
 from sama.video.buckets import buckets_for
 from sama.video.frames import latent_num_frames
 
 KIND = "pairs"
-# Between ListPairs (the source, in the driver) and WritePairShards (the sink, in the driver).
 PAIR_PIPELINE: tuple[type[Stage], ...] = (
     ProbePairs,
     LoadPairFrames,
@@ -53,6 +39,15 @@ PAIR_PIPELINE: tuple[type[Stage], ...] = (
     EncodePairAnchors,
     EncodePairLatents,
     EncodePairText,
+)
+RECORD = RecordKind(
+    name=KIND,
+    spec=SPEC,
+    input_column="pair_id",
+    error_key=("pair_id",),
+    uri_columns=("input_uri", "source_uri"),
+    group_by=("media_type", "num_frames", "bucket_width", "bucket_height"),
+    count_by=("media_type",),
 )
 
 
@@ -65,7 +60,7 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
     """What produced the pair shards (``datasets_spec.provenance.REQUIRED`` and more)."""
     a, eff = cfg.pairs.align, effective_config(cfg.pair_manifest())
     return {
-        "spec": PAIRS_V1.id,
+        "spec": SPEC.id,
         "build_kind": KIND,
         "sama_version": sama.__version__,
         **described,  # vae, latent_norm, siglip, anchor_policy, text, judge
@@ -93,20 +88,20 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
             "corpus": eff.corpus or None,
             "prompt_policy": cfg.pairs.prompt_policy(),
         },
-        "build_config": to_dict(cfg),
+        "build_config": redacted_config(cfg),
         "output_fingerprint": stable_hash(output_fingerprint(cfg)),
     }
 
 
 def check_same_models(state: BuildState, prov: dict, uri: str) -> None:
-    """Refuse pairs encoded with other models than the shards already under ``state.root``: the
+    """Refuse pairs encoded with other models than the shards already under the root: the
     root's pairs (every compatibility key) and clips (the latent space: all but the spec)."""
-    for kind in BUILD_KINDS:
-        old = BuildState(state.fs, state.root, kind).existing_provenance()
+    for kind in (KIND, "clips"):
+        old = existing_provenance(state.fs, state.root, kind)
         if old is None:
             continue
         keys = COMPATIBILITY_KEYS if kind == KIND else [k for k in COMPATIBILITY_KEYS
-                                                         if k[0] != "spec"]  # fmt: skip
+                                                        if k[0] != "spec"]  # fmt: skip
         changes = compare(old, prov, keys)
         if changes:
             raise ConfigError(
@@ -115,81 +110,31 @@ def check_same_models(state: BuildState, prov: dict, uri: str) -> None:
             )
 
 
-def summarize(cfg: BuildConfig, state: BuildState, inputs: list[dict], run: dict) -> dict:
-    """Counts over the root's pairs and pair errors (earlier runs included) + this run's."""
-    fs = state.fs
-    media: Counter = Counter()
-    with_pairs: set[str] = set()
-    for p in state.shard_paths(KIND):
-        with fs.open(p, "rb") as f:
-            t = pq.read_table(f, columns=["pair_id", "media_type"]).to_pydict()
-        with_pairs.update(t["pair_id"])
-        media.update(t["media_type"])
-    errs = read_error_rows(state)
-    wall = max(run["wall_s"], 1e-9)
-    run |= {
-        "pairs_per_s": round(run["pairs"] / wall, 3),
-        **run_fields(cfg),
-    }
-    ids = [r["pair_id"] for r in inputs]
-    with_errors = {e["item_id"] for e in errs}
-    return {
-        "spec": PAIRS_V1.id,
-        "sama_version": sama.__version__,
-        "output": cfg.output.uri,
-        "inputs": [{"id": r["pair_id"], "uri": r["input_uri"], "kind": KIND} for r in inputs],
-        "num_inputs": len(inputs),
-        "pairs": sum(media.values()),
-        "pairs_by_media": dict(sorted(media.items())),
-        "errors": len(errs),
-        "inputs_with_pairs": len(with_pairs & set(ids)),
-        "inputs_with_errors": len(with_errors & set(ids)),
-        "inputs_unaccounted": sorted(set(ids) - with_pairs - with_errors),
-        **error_counts(errs),
-        "judge": "off" if not cfg.judge.enabled else f"on, filter={cfg.judge.filter}",
-        "config_hash": config_hash(cfg),
-        "output_fingerprint": stable_hash(output_fingerprint(cfg)),
-        "wall_s": run["wall_s"],
-        "run": run,
-    }
-
-
-def format_summary(s: dict) -> str:
-    r = s["run"]
-    kinds = ", ".join(f"{k} {n}" for k, n in s["errors_by_kind"].items()) or "none"
-    media = ", ".join(f"{n} {k}" for k, n in s["pairs_by_media"].items()) or "none"
-    lines = [
-        f"sama build (pairs) done in {r['wall_s']:.1f}s: {s['num_inputs']} pairs "
-        f"({r['processed_inputs']} processed, {r['skipped_inputs']} already built), "
-        f"{s['pairs']} written ({media}), {s['errors']} errors",
-        f"  this run: {r['pairs']} pairs, {r['errors']} error rows, {r['pairs_per_s']:.2f} pairs/s",
-        f"  errors by kind: {kinds}",
-        f"  judge: {s['judge']}",
-        f"  output: {s['output']}",
-    ]
-    if s["inputs_unaccounted"]:
-        lines.append(f"  NOT accounted for: {s['inputs_unaccounted'][:10]}")
-    return "\n".join(lines)
+def row_bytes(cfg: BuildConfig, prov: dict) -> int:
+    """Stored bytes of one video pair row at the largest bucket (bf16), from the models."""
+    a = cfg.pairs.align
+    w, h = max(buckets_for(a.resolution, a.multiple), key=lambda b: b[0] * b[1])
+    frames = latent_num_frames(a.max_frames) if a.max_frames else 21
+    latents = 2 * 16 * frames * (h // 8) * (w // 8) * 2
+    pooling = (prov.get("anchor_policy") or {}).get("pooling") or {}
+    anchors = cfg.anchors.num * pooling.get("tokens_per_image", 65) * pooling.get("hidden_size", 1152) * 2
+    text = prov.get("text") or {}
+    return latents + anchors + (96 * int(text.get("dim", 4096)) * 2 if text else 0) + 1024
 
 
 PAIRS = BuildKind(
-    name=KIND,
-    source=ListPairs,
-    sink=WritePairShards,
-    id_column="pair_id",
+    record=RECORD,
+    registry=PAIR_COLUMNS,
+    source_columns=OUTPUTS,
+    sink_columns=(*REQUIRED_PAIR_COLUMNS, "input_uri", *ERROR_COLUMNS, *ACCOUNTING_COLUMNS),
+    list_inputs=list_pairs,
+    listing_stage=STAGE,
     make_stages=make_pair_stages,
     provenance=provenance,
     check_same_models=check_same_models,
-    summarize=summarize,
-    format_summary=format_summary,
+    row_bytes=row_bytes,
+    fingerprint=output_fingerprint,
     label="sama build (pairs)",
     noun="pairs",
-    bar_desc="build pairs",
     bar_unit="pair",
 )
-
-
-def build_pairs(cfg: BuildConfig) -> dict:
-    """Run the pair build described by ``cfg``; returns its summary (merged into
-    ``summary.json`` with the root's other kinds)."""
-    return run_build(cfg, PAIRS)

@@ -111,5 +111,6 @@ class UMT5TextEncoder:
             "config_hash": self.config_hash(),
             "dtype": self.cfg.dtype,
             "max_length": self.cfg.max_length,
+            "dim": int(self.model.config.d_model),
             "prompt_clean": "html_unescape+whitespace",
         }

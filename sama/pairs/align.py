@@ -13,6 +13,7 @@ Legend: ``image_HWC`` = height x width x 3, uint8 RGB.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -224,3 +225,29 @@ def probe_media(uri: str, media_hint: str | None = None, fs: Any = None) -> Medi
         if e.kind != ErrorKind.NOT_AN_IMAGE:
             raise
     return probe_video(uri, fs)
+
+
+def pair_probe_job(ctx: Any, source_uri: str, target_uri: str, media_hint: str | None,
+                   drop_first_frames: int, cfg: AlignConfig, storage_options: dict,
+                   max_pixels: int, max_frames: int) -> Iterator[dict]:  # fmt: skip
+    """Probe both sides and align them (``sama.sandbox`` job for the pair build's probe).
+
+    Yields ``{"plan": PairPlan.to_row(), "source_probe", "target_probe"}`` (video probes as
+    dicts, None for images); a side over ``max_pixels`` / ``max_frames`` is ``too_large``."""
+    from sama.video.cutting import input_fs
+
+    infos = []
+    for uri in (source_uri, target_uri):
+        info = probe_media(uri, media_hint, fs=input_fs(uri, storage_options))
+        if info.width * info.height > max_pixels:
+            raise SampleError(ErrorKind.TOO_LARGE, f"{uri}: {info.width}x{info.height} is more "
+                              f"than budget.max_pixels={max_pixels}", stage="probe_pairs")  # fmt: skip
+        if isinstance(info, VideoInfo) and info.num_frames > max_frames:
+            raise SampleError(ErrorKind.TOO_LARGE, f"{uri}: {info.num_frames} frames is more "
+                              f"than budget.max_frames={max_frames}", stage="probe_pairs")  # fmt: skip
+        infos.append(info)
+        ctx.check()
+    plan = align_pair(infos[0], infos[1], drop_first_frames=drop_first_frames,
+                      media_hint=media_hint, cfg=cfg)  # fmt: skip
+    probes = [i.to_dict() if isinstance(i, VideoInfo) else None for i in infos]
+    yield {"plan": plan.to_row(), "source_probe": probes[0], "target_probe": probes[1]}

@@ -11,6 +11,7 @@ Legend: ``frames_THWC`` = time x height x width x 3, uint8 RGB.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -63,3 +64,19 @@ def load_pair_frames(
     source = load_side(source_uri, plan, infos[0], fs)
     target = load_side(target_uri, plan, infos[1], fs)
     return source, target
+
+
+def pair_frames_job(ctx: Any, source_uri: str, target_uri: str, plan: PairPlan,
+                    infos: tuple[dict | None, dict | None], storage_options: dict) -> Iterator[dict]:  # fmt: skip
+    """Both sides' frames in shared memory (``sama.sandbox`` job for the pair frame loader)."""
+    from sama.video.cutting import input_fs
+
+    w, h = plan.bucket
+    out = {}
+    for side, uri, info in (("source", source_uri, infos[0]), ("target", target_uri, infos[1])):
+        frames_THWC = load_side(uri, plan, VideoInfo(**info) if info else None,
+                                input_fs(uri, storage_options))  # fmt: skip
+        out[side] = ctx.alloc((plan.num_frames, h, w, 3))
+        out[side][:] = frames_THWC
+        ctx.check()
+    yield out

@@ -17,6 +17,7 @@ Column specs are field paths (``sama.pairs.fields``): ``a.b``, ``a[-1]``, ``a[fr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -310,51 +311,60 @@ def _spell_like(pattern: str, fs: Any, path: str) -> str:
     return fs.unstrip_protocol(path) if "://" in pattern else path
 
 
+def iter_pair_chunks(cfg: PairManifestConfig) -> Iterator[list[PairItem | BadRow]]:
+    """The manifest(s) as chunks of ``PairItem`` / ``BadRow``, in manifest order, streamed
+    (``sama.manifests``: a huge manifest is never held whole). Duplicate ids are left to the
+    caller (``read_pairs`` marks them; the build's listing does it in bounded memory).
+
+    ``ConfigError`` when a manifest cannot be read or a required column is in no row of its
+    first chunk."""
+    from sama.manifests import BadRecord, iter_records
+
+    cfg = effective_config(cfg)
+    cfg.validate()
+    index = 0
+    for uri in manifest_files(cfg):
+        fmt = detect_format(uri) if cfg.format == "auto" else cfg.format
+        file_cfg = cfg if cfg.corpus else dataclasses.replace(cfg, corpus=_stem(uri))
+        folder = folder_of(uri)
+        base = join_uri(folder, cfg.base_uri) if cfg.base_uri else folder
+        local = 0
+        for n, records in enumerate(iter_records(uri, fmt, cfg.storage_options)):
+            if n == 0:
+                _check_columns(records, cfg, uri)
+            out: list[PairItem | BadRow] = []
+            for record in records:
+                input_uri = f"{uri}#{local}"
+                if isinstance(record, BadRecord):
+                    out.append(BadRow(index, record.raw, record.message,
+                                      stable_hash([input_uri]), input_uri))  # fmt: skip
+                else:
+                    out.append(row_to_item(record, index, file_cfg, base, input_uri))
+                index += 1
+                local += 1
+                if cfg.limit and index >= cfg.limit:
+                    yield out
+                    return
+            yield out
+
+
 def read_pairs(cfg: PairManifestConfig) -> list[PairItem | BadRow]:
     """Every row of the manifest(s) as a ``PairItem`` or a ``BadRow``, in manifest order.
 
     Duplicate pair ids become ``BadRow``s (the first keeps its id). ``ConfigError`` when a
     manifest cannot be read or a required column is in no row at all.
     """
-    from sama.pairs.readers import read_records
-
-    cfg = effective_config(cfg)
-    cfg.validate()
     out: list[PairItem | BadRow] = []
     seen: set[str] = set()
-    index = 0
-    for uri in manifest_files(cfg):
-        fmt = detect_format(uri) if cfg.format == "auto" else cfg.format
-        records = read_records(uri, fmt, cfg.storage_options)
-        _check_columns(records, cfg, uri)
-        file_cfg = cfg if cfg.corpus else dataclasses.replace(cfg, corpus=_stem(uri))
-        folder = folder_of(uri)
-        base = join_uri(folder, cfg.base_uri) if cfg.base_uri else folder
-        for local, record in enumerate(records):
-            input_uri = f"{uri}#{local}"
-            if isinstance(record, BadRow):
-                item: PairItem | BadRow = dataclasses.replace(
-                    record,
-                    row_index=index,
-                    input_uri=input_uri,
-                    item_id=record.item_id or stable_hash([input_uri]),
-                )
-            else:
-                item = row_to_item(record, index, file_cfg, base, input_uri)
+    for chunk in iter_pair_chunks(cfg):
+        for item in chunk:
             if isinstance(item, PairItem) and item.pair_id in seen:
-                item = BadRow(
-                    index,
-                    record,
-                    f"manifest row {index}: duplicate pair id {item.pair_id!r}",
-                    f"{item.pair_id}@row{index}",
-                    input_uri,
-                )
+                item = BadRow(item.row_index, item, f"manifest row {item.row_index}: duplicate "
+                              f"pair id {item.pair_id!r}", f"{item.pair_id}@row{item.row_index}",
+                              item.input_uri)  # fmt: skip
             if isinstance(item, PairItem):
                 seen.add(item.pair_id)
             out.append(item)
-            index += 1
-            if cfg.limit and index >= cfg.limit:
-                return out
     return out
 
 

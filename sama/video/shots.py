@@ -137,7 +137,9 @@ def _scenedetect_version() -> str:
     return "unknown"
 
 
-def detect_shots(uri: str, cfg: ShotConfig | None = None, fs: Any = None) -> list[Shot]:
+def detect_shots(
+    uri: str, cfg: ShotConfig | None = None, fs: Any = None, check: Callable[[], None] | None = None
+) -> list[Shot]:
     """Detect the shots of the video at ``uri`` (any fsspec URL, or a path inside ``fs``).
 
     Returns shots that tile all decoded frames, split to ``max_shot_frames`` if set. Raises
@@ -152,7 +154,7 @@ def detect_shots(uri: str, cfg: ShotConfig | None = None, fs: Any = None) -> lis
             raise ConfigError(
                 f"shots.backend='opencv' reads local files only, not {uri!r}; use backend='pyav'"
             )
-        return _detect(*_opencv_frames(uri, path, cfg), cfg)
+        return _detect(*_opencv_frames(uri, path, cfg), cfg, check)
     # Same opening and error kinds as probing (local files by path, others via fsspec).
     with open_container(fs, path, uri, stage=STAGE) as container:
         stream = video_stream(container, uri, stage=STAGE)
@@ -164,10 +166,12 @@ def detect_shots(uri: str, cfg: ShotConfig | None = None, fs: Any = None) -> lis
         if cfg.preset == "fast" and cfg.skip_loop_filter:
             stream.codec_context.options = {"skip_loop_filter": "all"}
         frames = _pyav_iter(uri, container, stream, frame_converter(cfg))
-        return _detect(rate, frames, cfg)
+        return _detect(rate, frames, cfg, check)
 
 
-def _detect(rate: Fraction, frames: Iterator[Any], cfg: ShotConfig) -> list[Shot]:
+def _detect(
+    rate: Fraction, frames: Iterator[Any], cfg: ShotConfig, check: Callable[[], None] | None = None
+) -> list[Shot]:
     """Feed frames to a PySceneDetect detector; cut frames -> shots."""
     from scenedetect import FrameTimecode
 
@@ -175,6 +179,8 @@ def _detect(rate: Fraction, frames: Iterator[Any], cfg: ShotConfig) -> list[Shot
     cuts: list[int] = []
     num_frames = 0
     for i, frame_HWC in enumerate(frames):
+        if check is not None:  # a deadline (sama.sandbox.JobContext.check)
+            check()
         cuts += [tc.frame_num for tc in detector.process_frame(FrameTimecode(i, rate), frame_HWC)]
         num_frames = i + 1
     # The frame iterators raise SampleError on 0 frames, so num_frames >= 1 here.

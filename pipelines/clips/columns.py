@@ -1,0 +1,51 @@
+"""The columns that flow between the clip stages, declared once (``clips/v1`` + in-flight).
+
+``CLIP_COLUMNS`` is the clip recipe's registry: every ``clips/v1`` column, the in-flight
+columns below (manifest caption, probe results, shot lists, decoded frames) and the engine's
+own (error fields, row accounting: ``engine/stage.py``). The runner types every batch from it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from datasets_spec import CLIPS_V1
+from datasets_spec.base import Column
+from pipelines.engine.stage import registry_with_engine
+
+
+def _c(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
+    return Column(name, type_, description, stage, nullable=True)
+
+
+SPEC = CLIPS_V1  # the record kind this recipe writes
+INTERNAL: tuple[Column, ...] = (
+    _c("manifest_caption", pa.string(), "caption given by the manifest", "list_inputs"),
+    _c("video_num_frames", pa.int64(), "frame count of the source", "probe"),
+    _c("video_duration_s", pa.float64(), "duration of the source", "probe"),
+    _c("video_codec", pa.string(), "codec of the source", "probe"),
+    _c("video_rotation", pa.int32(), "display rotation of the source", "probe"),
+    _c("video_size_bytes", pa.int64(), "file size of the source", "probe"),
+    _c("video_backend", pa.string(), "decoder chosen for the source", "probe"),
+    _c("shot_starts", pa.list_(pa.int64()), "first frame of each shot", "detect_shots"),
+    _c("shot_ends", pa.list_(pa.int64()), "end frame (exclusive) of each shot", "detect_shots"),
+    _c("frames", pa.large_binary(), "clip frames, uint8 T,H,W,3 raw bytes", "make_clips"),
+    _c("frames_shape", pa.list_(pa.int32()), "shape of `frames`", "make_clips"),
+)
+CLIP_COLUMNS = registry_with_engine([*SPEC.columns, *INTERNAL])
+# clips/v1 columns a row must carry to be written (the nullable text columns may be absent)
+REQUIRED_CLIP_COLUMNS = tuple(c.name for c in SPEC.columns if not c.nullable)
+
+
+def clip_columns(*names: str) -> tuple[str, ...]:
+    """Names checked against ``clips/v1`` (a typo fails at import, not mid-build)."""
+    known = set(SPEC.column_names)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise KeyError(f"{bad} are not {SPEC.id} columns")
+    return names
+
+
+def tensor_columns(name: str) -> tuple[str, str, str]:
+    """The three stored columns of a ``clips/v1`` tensor column."""
+    return clip_columns(name, f"{name}_shape", f"{name}_dtype")
