@@ -111,8 +111,10 @@ class EngineConfig:
     object_store_mb: int = 0  # local Ray only; 0 = Ray's default
     dashboard: bool = False  # local Ray only: start the Ray dashboard
     strict: bool = False  # check that every batch carries exactly the declared columns
-    task_retries: int = 2  # Ray retries of a failed task / restarts of a failed actor
-    # an unexpected exception on one input is retried this often in place, then becomes an
+    # A task whose worker dies (node lost, OOM kill) is retried and a lost actor restarted by
+    # Ray Data without a limit (its default); a crash inside a decoder cannot kill a worker (the
+    # decode jobs run in a sandbox process). An unexpected exception on one input is retried
+    # this often in place, then becomes an
     # ``internal_error`` row (the traceback's last frame in its message)
     input_retries: int = 1
     # fraction of inputs that may fail (no rows but error rows) before `sama build` exits
@@ -138,7 +140,6 @@ class EngineConfig:
     def validate(self) -> None:
         check(self.num_cpus >= 0, f"engine.num_cpus={self.num_cpus} must be >= 0 (0 = all)")
         check(self.object_store_mb >= 0, "engine.object_store_mb must be >= 0 (0 = default)")
-        check(self.task_retries >= 0, "engine.task_retries must be >= 0")
         check(self.input_retries >= 0, "engine.input_retries must be >= 0")
         check(
             0.0 <= self.max_error_rate <= 1.0,

@@ -10,9 +10,9 @@ twice; ``if_exists=overwrite`` would delete a build that is still running. So a 
 - renewed by a heartbeat thread every ``ttl / 4`` seconds; released (deleted) at the end;
 - a second build finds it and stops with a message naming the holder (host, pid, kind, since,
   last heartbeat). A lease is **stale** when its heartbeat is older than ``engine.lease_ttl_s``,
-  or when its holder is a process on this host that no longer exists (a build killed with -9
-  here can be re-run at once); a stale lease is replaced only with
-  ``engine.take_over_lease=true``, never silently.
+  or when its holder is a process on this host that no longer exists. The latter is certain
+  and is taken over at once (a build killed with -9 here can be re-run); a lease stale by its
+  heartbeat is replaced only with ``engine.take_over_lease=true``. Either is said on stdout.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class Lease:
                 return
             holder = self.read() or {}
         stale, why = self.is_stale(holder)
-        if stale and take_over:
+        dead_here = stale and why.startswith("its process")  # certain: its pid is gone here
+        if stale and (take_over or dead_here):
+            print(f"sama build: taking over the lease on {self.uri!r} ({why})", flush=True)
             self.fs.rm(self.path)
             if self._create(self._record(self.since)):
                 self._start()

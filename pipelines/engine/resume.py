@@ -283,6 +283,8 @@ class BuildState:
         replaces (older index files and loose sidecars)."""
         old_index = self._ls(posixpath.join(state_dir(self.kind.name), INDEX_DIR))
         loose = self._ls(posixpath.join(state_dir(self.kind.name), SIDECAR_DIR))
+        if not loose and not drop and len(old_index) <= 2:  # already one compact pair
+            return
         keep_in = pc.invert(pc.is_in(ledger.inputs.column("sidecar"), pa.array(sorted(drop), pa.string())))
         keep_sh = pc.invert(pc.is_in(ledger.shards.column("sidecar"), pa.array(sorted(drop), pa.string())))
         inputs, shards = ledger.inputs.filter(keep_in), ledger.shards.filter(keep_sh)

@@ -125,6 +125,7 @@ def ray_session(cfg: Any) -> Iterator[None]:
         return
     e = cfg.engine
     if e.ray_address:
+        _send_token_when_joining()
         env = {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}
         ray.init(address=e.ray_address, runtime_env={"env_vars": env} if env else None,
                  logging_level=logging.WARNING)  # fmt: skip
@@ -143,6 +144,21 @@ def ray_session(cfg: Any) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _send_token_when_joining() -> None:
+    """A cluster started by ``ray start`` has token authentication on, but a client whose
+    ``RAY_AUTH_MODE`` is unset connects without its token and is refused: send the token when
+    there is one (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``). An explicit mode is respected."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own default applies
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _configure_data() -> None:
@@ -352,8 +368,6 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
         _write_fn(job.record, job.write, skip_ref),
         batch_size=job.rows_per_shard,
         batch_format="pyarrow",
-        max_retries=cfg.engine.task_retries,
-        retry_exceptions=False,
         **_resource_args_of(w),
     )
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -371,30 +385,24 @@ def _resource_args_of(res: Any) -> dict[str, Any]:
 
 def _map_group(ds: Any, cfg: Any, gi: int, group: list[Stage], cols: list[tuple[str, ...]],
                pin: str | None, last: bool) -> Any:  # fmt: skip
-    import warnings
-
     import ray.data
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     name = "+".join(s.name for s in group)
     args = ([type(s) for s in group], cfg, cols, last)
     kwargs: dict[str, Any] = {"batch_size": max(s.resources().batch_size for s in group),
                               "batch_format": "pyarrow", **_resource_args(group)}  # fmt: skip
     if any(s.uses_actor() for s in group):
-        if pin:
-            strategy = NodeAffinitySchedulingStrategy(pin, soft=True)
-            kwargs["ray_remote_args_fn"] = lambda: {"scheduling_strategy": strategy}
+        if pin:  # on that node if it can; anywhere if it cannot (it died): a soft affinity
+            kwargs["label_selector"] = {"ray.io/node-id": pin}
+            kwargs["fallback_strategy"] = [{"label_selector": {}}]
         actor_cls = type(f"Stage_{name.replace('+', '_')}", (GroupRunner,), {})
         # Ray Data restarts actors lost to a crash and retries their batches
         return ds.map_batches(actor_cls, fn_constructor_args=args,
                               compute=ray.data.ActorPoolStrategy(size=_count(group)), **kwargs)  # fmt: skip
     conc = max(s.resources().concurrency for s in group)
     compute = ray.data.TaskPoolStrategy(size=conc) if conc else None
-    with warnings.catch_warnings():  # retry args are "ray_remote_args", deprecated in 2.60
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # a worker that dies (node lost, OOM kill) is retried; Python errors are error rows
-        return ds.map_batches(_task_fn((name, gi, id(cfg)), args), compute=compute,
-                              max_retries=cfg.engine.task_retries, retry_exceptions=False, **kwargs)  # fmt: skip
+    # a worker that dies (node lost, OOM kill) is retried by Ray Data; Python errors are rows
+    return ds.map_batches(_task_fn((name, gi, id(cfg)), args), compute=compute, **kwargs)
 
 
 def make_datasource(job: Job, done_ref: Any) -> Any:

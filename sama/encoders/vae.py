@@ -233,7 +233,14 @@ def _as_video(frames: np.ndarray | torch.Tensor, layout: Layout) -> tuple[torch.
     import numpy as np
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):
+        import warnings
+
+        with warnings.catch_warnings():  # a read-only view (the build's Arrow buffer): never
+            warnings.simplefilter("ignore", UserWarning)  # written, only read into floats
+            t = torch.from_numpy(np.ascontiguousarray(frames))
+    else:
+        t = frames
     if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8:
         raise ValueError(f"frames must be a uint8 array/tensor, got {getattr(t, 'dtype', type(t))}")
     if t.ndim not in (4, 5):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import posixpath
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -105,7 +106,9 @@ def check_file(fs: Any, path: str, uri: str, stage: str = STAGE) -> int:
         raise SampleError(ErrorKind.NOT_FOUND, f"no such file: {uri}", stage=stage) from e
     if meta.get("type") == "directory":
         raise SampleError(ErrorKind.NOT_FOUND, f"a directory, not a file: {uri}", stage=stage)
-    size = int(meta.get("size") or 0)
+    if meta.get("size") is None:  # a server that does not say (HTTP without Content-Length)
+        return 0
+    size = int(meta["size"])
     if size == 0:
         raise SampleError(ErrorKind.ZERO_BYTE, f"file is empty (0 bytes): {uri}", stage=stage)
     return size
@@ -123,9 +126,14 @@ def open_container(fs: Any, path: str, uri: str, stage: str = STAGE) -> Iterator
     with contextlib.ExitStack() as stack:
         f = stack.enter_context(fs.open(path, "rb"))
         head = f.read(512)
-        f.seek(0)
+        if is_local(fs):
+            source: Any = path
+        elif _random_access(f):
+            source = f
+        else:  # e.g. an HTTP server that gives no size or ignores Range requests
+            source = _spool(fs, path, stack)
         try:
-            container = av.open(path if is_local(fs) else f, mode="r")
+            container = av.open(source, mode="r")
         except FileNotFoundError as e:
             raise SampleError(ErrorKind.NOT_FOUND, f"no such file: {uri}", stage=stage) from e
         except av.error.FFmpegError as e:
@@ -138,6 +146,34 @@ def open_container(fs: Any, path: str, uri: str, stage: str = STAGE) -> Iterator
             raise SampleError(kind, f"{what}: {uri} ({e})", stage=stage) from e
         stack.callback(container.close)
         yield container
+
+
+def _random_access(f: Any) -> bool:
+    """Whether the remote file reads at any offset (one ranged read of its last byte); leaves
+    it at offset 0 when it does."""
+    try:
+        size = int(getattr(f, "size", 0) or 0)
+        if size > 1:
+            f.seek(size - 1)
+            f.read(1)
+        f.seek(0)
+        return True
+    except (ValueError, OSError, NotImplementedError):
+        return False
+
+
+def _spool(fs: Any, path: str, stack: contextlib.ExitStack) -> str:
+    """Copy the file to a local temp file by streaming it once; the path of the copy (removed
+    when ``stack`` closes). For servers that only stream: decoders need to seek."""
+    import os
+    import shutil
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix="sama-spool-", suffix=posixpath.splitext(path)[1])
+    stack.callback(lambda: os.path.exists(tmp) and os.unlink(tmp))
+    with os.fdopen(fd, "wb") as out, fs.open(path, "rb", block_size=0) as src:
+        shutil.copyfileobj(src, out, 4 * 2**20)
+    return tmp
 
 
 def video_stream(container: Any, uri: str, stage: str = STAGE) -> Any:

@@ -4,7 +4,9 @@ Generated videos with known cuts (H.264, MPEG-4, AV1) plus every kind of bad inp
 boundaries fall inside the true shots, shards validate against ``clips/v1`` and load with
 ``datasets``, every bad input is an error row of the right kind; a re-run skips finished inputs;
 a build killed with SIGKILL and resumed has the same rows as an uninterrupted one; remote inputs
-(HTTP through Ray, ``memory://`` in-process) work.
+(HTTP through Ray, a stalled server, a server without Range support, ``memory://`` in-process)
+work or become error rows within the budget; the lease, redaction, confinement of manifest
+entries, ``internal_error`` rows and ``engine.max_error_rate`` behave as documented.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,9 +30,10 @@ from datasets_spec import CLIPS_V1, ERRORS_V1
 from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build, build_main
 from pipelines.dataset.validate import validate
+from pipelines.engine.lease import LeaseHeld
 from sama.errors import ConfigError
 from sama.media import write_shot_video
-from tests.pipelines.test_stages import demo_config, tiny_models
+from tests.pipelines.helpers import demo_config, tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_ERRORS = {
@@ -48,7 +49,6 @@ EXPECTED_ERRORS = {
 
 @pytest.fixture(scope="module")
 def ray_address():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(
@@ -74,7 +74,7 @@ def corpus(sample_set, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("corpus")
     rows = [json.loads(line) for line in Path(sample_set["manifest"]).read_text().splitlines()]
     extra = {"too_short": [10], "no_long_shot": [12, 12, 12]}
-    truth = {k: v for k, v in sample_set["videos"].items()}
+    truth = dict(sample_set["videos"].items())
     for name, shots in extra.items():
         path = root / f"{name}.mp4"
         cuts = write_shot_video(path, shots, size=(96, 64), seed=9)
@@ -82,11 +82,14 @@ def corpus(sample_set, tmp_path_factory) -> dict:
         truth[name] = {"cuts": cuts, "num_frames": sum(shots), "path": str(path)}
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"manifest": str(manifest), "truth": truth, "ids": [r["id"] for r in rows]}
+    # the manifest names videos in two folders: both are allowed roots
+    allowed = f"input.allowed_roots=[{root},{sample_set['root']}]"
+    return {"manifest": str(manifest), "truth": truth, "ids": [r["id"] for r in rows],
+            "allowed": allowed}  # fmt: skip
 
 
 def _config(models, corpus, out, *overrides):
-    return demo_config(models, corpus["manifest"], str(out), *overrides)
+    return demo_config(models, corpus["manifest"], str(out), corpus["allowed"], *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -115,28 +118,41 @@ def _rows(root: Path) -> tuple[dict, dict]:
     return clips, errors
 
 
+def _same_rows(root: Path, ref_root: Path) -> None:
+    clips, errors = _rows(root)
+    ref_clips, ref_errors = _rows(ref_root)
+    assert errors == ref_errors
+    assert sorted(clips) == sorted(ref_clips)  # same set, no duplicates (validate checks ids)
+    for cid, row in clips.items():
+        for col in ("latents", "anchor_tokens", "text_embeds"):
+            assert row[col] == ref_clips[cid][col], (cid, col)
+
+
 # ---- the end-to-end build ------------------------------------------------------------------
 
 
 def test_every_input_is_a_clip_or_an_error_of_the_right_kind(built, corpus):
     s = built["summary"]
-    assert [i["id"] for i in s["inputs"]] == corpus["ids"] and s["num_inputs"] == 11
-    assert s["inputs_unaccounted"] == []
+    assert s["num_inputs"] == 11 and s["inputs_done"] == 11
+    assert s["num_inputs_unaccounted"] == 0 and s["inputs_unaccounted"] == []
+    listed = pa.concat_tables(
+        pq.read_table(p) for p in (built["root"] / "_state/clips/inputs").glob("*.parquet")
+    )
+    assert listed.column("video_id").to_pylist() == corpus["ids"]  # the declared inputs table
     clips, errors = _rows(built["root"])
     by_item = {eid.split(":")[0]: kind for eid, (kind, _) in errors.items()}
     assert by_item == EXPECTED_ERRORS
-    with_clips = {c["video_id"] for c in clips.values()}
-    assert with_clips == {"landscape", "portrait", "square", "av1"}
-    assert s["clips"] == len(clips) == 10 and s["errors"] == 7
-    assert s["errors_by_kind"] == {
-        "no_usable_shot": 1,
-        "not_a_video": 1,
-        "not_found": 1,
-        "too_short": 1,
-        "truncated": 2,
-        "zero_byte": 1,
-    }
-    assert json.loads((built["root"] / "summary.json").read_text())["inputs"] == s["inputs"]
+    assert {c["video_id"] for c in clips.values()} == {"landscape", "portrait", "square", "av1"}
+    assert s["clips"] == len(clips) == 10 and s["errors"] == 7 and s["inputs_failed"] == 7
+    assert s["errors_by_kind"] == {"no_usable_shot": 1, "not_a_video": 1, "not_found": 1,
+                                   "too_short": 1, "truncated": 2, "zero_byte": 1}  # fmt: skip
+    on_disk = json.loads((built["root"] / "summary.json").read_text())
+    assert on_disk["by_kind"]["clips"]["clips"] == 10 and "inputs" not in on_disk
+    run = s["run"]
+    assert run["hours_processed"] > 0 and run["bytes_written"] > 0 and run["shards"] >= 1
+    stages = " ".join(run["stages"])
+    for name in ("probe", "cut_clips", "encode_latents", "write_shards"):
+        assert name in stages, stages  # per-stage rows and time, from Ray Data's stats
 
 
 def test_clip_boundaries_fall_inside_true_shots(built, corpus):
@@ -172,14 +188,16 @@ def test_shards_validate_load_with_datasets_and_carry_provenance(built):
     for path in _shards(built["root"], "errors"):
         ERRORS_V1.validate(pq.read_table(path))
     assert (built["root"] / "build_config.yaml").exists()
+    assert not (built["root"] / "_state/lease.json").exists()  # released at the end
 
 
 def test_rerun_skips_finished_inputs_before_decoding(built):
-    before = sorted(p.name for p in built["root"].rglob("*.parquet"))
+    before = sorted(p.name for p in built["root"].rglob("*.parquet") if "_state" not in p.parts)
     again = build(built["cfg"])
     assert again["run"]["processed_inputs"] == 0 and again["run"]["skipped_inputs"] == 11
     assert again["clips"] == 10 and again["errors"] == 7
-    assert sorted(p.name for p in built["root"].rglob("*.parquet")) == before
+    after = sorted(p.name for p in built["root"].rglob("*.parquet") if "_state" not in p.parts)
+    assert after == before
 
 
 def test_config_that_changes_rows_refuses_the_same_output(built, models, corpus):
@@ -187,132 +205,65 @@ def test_config_that_changes_rows_refuses_the_same_output(built, models, corpus)
         build(_config(models, corpus, built["root"], "clips.num_frames=9"))
 
 
-# ---- kill -9 then resume -------------------------------------------------------------------
+# ---- kill -9 then resume; the lease ---------------------------------------------------------
+
+
+def _build_cmd(models, corpus, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "sama.cli", "build", str(ROOT / "configs/build_demo.yaml"),
+            f"models_dir={models}", f"input.uri={corpus['manifest']}", f"output.uri={out}",
+            corpus["allowed"], "engine.strict=true", *extra]  # fmt: skip
+
+
+def _wait_for_sidecar(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    sidecars = out / "_state" / "clips" / "sidecars"
+    deadline = time.monotonic() + timeout
+    # a finished sidecar, not the `.tmp-*` file of one being written
+    while not (sidecars.exists() and any(sidecars.glob("[!.]*.json"))):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, f"no shard written within {timeout} s"
+        time.sleep(0.05)
 
 
 def test_kill_mid_build_then_resume_gives_the_same_rows(
     built, ray_address, models, corpus, tmp_path
 ):
     out = tmp_path / "killed"
-    # a shard (and markers) after every clip, so there is state to resume from
-    small = ["output.shard_size_mb=0.000001", "output.row_group_rows=1"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "sama.cli",
-        "build",
-        str(ROOT / "configs/build_demo.yaml"),
-        f"models_dir={models}",
-        f"input.uri={corpus['manifest']}",
-        f"output.uri={out}",
-        "engine.strict=true",
-        *small,
-        "--ray-address",
-        ray_address,
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    done_dir = out / "_state" / "done"
-    deadline = time.monotonic() + 120
-    # a finished marker, not the `.tmp-*` file of one being written (pathlib globs match dotfiles)
-    while not (done_dir.exists() and any(done_dir.glob("[!.]*.json"))):
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no input finished within 120 s"
-        time.sleep(0.05)
+    small = ["output.shard_size_mb=0.000001"]  # a shard (and a sidecar) per row
+    proc = subprocess.Popen(_build_cmd(models, corpus, out, *small, "--ray-address", ray_address),
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_sidecar(out, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "summary.json").exists(), "the build finished before it was killed"
-    partial = sum(pq.read_metadata(p).num_rows for p in _shards(out, "clips"))
+    assert (out / "_state/lease.json").exists()  # left by the killed driver: stale (dead pid)
     summary = build(_config(models, corpus, out, *small))
     assert summary["run"]["resumed"] and summary["run"]["skipped_inputs"] >= 1
-    assert summary["inputs_unaccounted"] == []
-    clips, errors = _rows(out)
-    ref_clips, ref_errors = _rows(built["root"])
-    assert errors == ref_errors
-    assert sorted(clips) == sorted(ref_clips)  # same set, no duplicates (validate checks ids)
-    tensors = ("latents", "anchor_tokens", "text_embeds")
-    for cid, row in clips.items():
-        for col in tensors:
-            assert row[col] == ref_clips[cid][col], (cid, col)
+    assert summary["num_inputs_unaccounted"] == 0
+    _same_rows(out, built["root"])
     assert validate(str(out)).ok and not list(out.rglob(".tmp-*"))  # leftovers removed
-    print(f"killed after {partial} clips written; resume wrote {summary['run']['clips']}")
 
 
-# ---- a real multi-process, two-node cluster ------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_node(args: list[str], log: Path) -> subprocess.Popen:
-    """``ray start ... --block`` in its own process group (so the test stops exactly it)."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    common = [
-        "--num-cpus=2",
-        "--object-store-memory=100000000",
-        "--block",
-        "--dashboard-agent-listen-port=0",
-        "--disable-usage-stats",
-    ]
-    return subprocess.Popen(
-        [ray_bin, "start", *args, *common],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.2)
-
-
-def test_build_on_a_two_node_cluster_gives_the_same_rows(built, models, corpus, tmp_path):
-    """``ray start --head`` + a second ``ray start --address`` node (separate raylets and
-    object stores), the build joins with ``--ray-address``; rows equal the local build's."""
-    port = _free_port()
-    # A temp dir of its own: `ray start` writes its address to TEMP/ray_current_cluster, and a
-    # plain ray.init() anywhere on this machine would otherwise join this cluster. Short, for
-    # the Unix socket paths under it.
-    temp = tempfile.mkdtemp(prefix="sr", dir="/tmp")
-    out, nodes = tmp_path / "cluster", []
+def test_second_build_into_a_leased_root_is_refused_and_the_first_is_unharmed(
+    built, ray_address, models, corpus, tmp_path
+):
+    out = tmp_path / "leased"
+    proc = subprocess.Popen(_build_cmd(models, corpus, out, "--ray-address", ray_address),
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
     try:
-        head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
-        nodes.append(_ray_node(head, tmp_path / "head.log"))
-        _wait_for(tmp_path / "head.log", "Ray runtime started", nodes[0])
-        nodes.append(_ray_node([f"--address=127.0.0.1:{port}"], tmp_path / "node.log"))
-        _wait_for(tmp_path / "node.log", "Ray runtime started", nodes[1])
-        cmd = [sys.executable, "-m", "sama.cli", "build", str(ROOT / "configs/build_demo.yaml"),
-               f"models_dir={models}", f"input.uri={corpus['manifest']}", f"output.uri={out}",
-               "--ray-address", f"127.0.0.1:{port}"]  # fmt: skip
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        probe = (
-            f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))"
-        )
-        alive = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-        )
-        assert alive.stdout.strip().splitlines()[-1] == "2"  # two nodes in the cluster
+        deadline = time.monotonic() + 60
+        while not (out / "_state/lease.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        for extra in ([], ["output.if_exists=overwrite"], ["input.kind=pairs"]):
+            with pytest.raises(LeaseHeld, match=r"being written by a clips build on host .* \(pid"):
+                build(_config(models, corpus, out, "engine.executor=local", *extra))
+        assert proc.wait(timeout=240) == 0, proc.stderr.read().decode()[-3000:]
     finally:
-        for p in nodes:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        shutil.rmtree(temp, ignore_errors=True)
-    clips, errors = _rows(out)
-    ref_clips, ref_errors = _rows(built["root"])
-    assert errors == ref_errors and sorted(clips) == sorted(ref_clips)
-    for cid, row in clips.items():
-        assert row["latents"] == ref_clips[cid]["latents"], cid
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _same_rows(out, built["root"])
 
 
 # ---- remote inputs -------------------------------------------------------------------------
@@ -342,25 +293,73 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         return io.BytesIO(data[start : end + 1])
 
 
-def test_remote_http_input_through_ray(built, ray_address, models, sample_set, tmp_path):
-    root = Path(sample_set["root"])
-    handler = functools.partial(_RangeHandler, directory=str(root))
+class _AwkwardHandler(_RangeHandler):
+    """``/stall/...``: the headers and the first 2 kB of any GET, then silence forever;
+    ``/norange/...``: the whole file for any GET, Range headers ignored (a plain server)."""
+
+    stop = threading.Event()
+
+    def _file(self, prefix: str) -> Path:
+        return Path(self.translate_path(self.path.replace(prefix, "/", 1)))
+
+    def do_HEAD(self):  # noqa: N802 - http.server's naming
+        if self.path.startswith("/norange/"):  # no size, no ranges: a plain streaming server
+            self.send_response(200)
+            self.end_headers()
+            return None
+        if self.path.startswith("/stall/"):
+            self.path = self.path.replace("/stall/", "/", 1)
+        return super().do_HEAD()
+
+    def do_GET(self):  # noqa: N802
+        if self.path.startswith("/stall/"):
+            data = self._file("/stall/").read_bytes()
+            self.send_response(206 if self.headers.get("Range") else 200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:2048])
+            self.wfile.flush()
+            self.stop.wait()  # never sends the rest
+            return
+        if self.path.startswith("/norange/"):
+            data = self._file("/norange/").read_bytes()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True  # the body ends when the connection does
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server(sample_set):
+    handler = functools.partial(_AwkwardHandler, directory=str(Path(sample_set["root"])))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        manifest = tmp_path / "remote.jsonl"
-        rows = [
-            {"id": "landscape", "video": f"{base}/videos/landscape.mp4", "caption": "c"},
-            {"id": "av1", "video": f"{base}/videos/av1.mkv", "caption": "c"},
-            {"id": "gone", "video": f"{base}/videos/gone.mp4", "caption": "c"},
-        ]
-        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        cfg = demo_config(models, str(manifest), str(tmp_path / "out"), "text.enabled=false")
-        summary = build(cfg)
-    finally:
-        server.shutdown()
-    assert summary["inputs_unaccounted"] == [] and summary["errors_by_kind"] == {"not_found": 1}
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _AwkwardHandler.stop.set()
+    server.shutdown()
+    _AwkwardHandler.stop.clear()
+
+
+def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
+    manifest = tmp_path / "remote.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def test_remote_http_input_through_ray(built, ray_address, models, http_server, tmp_path):
+    base = http_server
+    manifest = _manifest(tmp_path, [
+        {"id": "landscape", "video": f"{base}/videos/landscape.mp4", "caption": "c"},
+        {"id": "av1", "video": f"{base}/videos/av1.mkv", "caption": "c"},
+        {"id": "gone", "video": f"{base}/videos/gone.mp4", "caption": "c"},
+    ])  # fmt: skip
+    cfg = demo_config(models, str(manifest), str(tmp_path / "out"), "text.enabled=false",
+                      "input.allowed_schemes=[http]", f"input.allowed_roots=[{base}/videos]")  # fmt: skip
+    summary = build(cfg)
+    assert summary["num_inputs_unaccounted"] == 0 and summary["errors_by_kind"] == {"not_found": 1}
     clips, _ = _rows(tmp_path / "out")
     ref, _ = _rows(built["root"])
     assert sorted(clips) == sorted(c for c in ref if c.split("-")[0] in ("landscape", "av1"))
@@ -369,9 +368,32 @@ def test_remote_http_input_through_ray(built, ray_address, models, sample_set, t
         assert row["latents"] == ref[cid]["latents"]
 
 
+def test_a_stalled_server_times_out_and_a_rangeless_one_is_read_whole(
+    built, ray_address, models, http_server, tmp_path
+):
+    """Within the budget: the stalled input is a ``timeout`` row, the good ones have clips and
+    the video on a server that ignores Range requests is spooled and cut like the rest."""
+    base = http_server
+    manifest = _manifest(tmp_path, [
+        {"id": "stalled", "video": f"{base}/stall/videos/landscape.mp4", "caption": "c"},
+        {"id": "norange", "video": f"{base}/norange/videos/portrait.mp4", "caption": "c"},
+        {"id": "square", "video": f"{base}/videos/square.mp4", "caption": "c"},
+    ])  # fmt: skip
+    cfg = demo_config(models, str(manifest), str(tmp_path / "out"), "text.enabled=false",
+                      "input.allowed_schemes=[http]", f"input.allowed_roots=[{base}]",
+                      "budget.max_seconds_per_input=8")  # fmt: skip
+    t0 = time.monotonic()
+    summary = build(cfg)
+    assert time.monotonic() - t0 < 120
+    clips, errors = _rows(tmp_path / "out")
+    assert errors == {"stalled:probe": ("timeout", "probe")}
+    assert {c["video_id"] for c in clips.values()} == {"norange", "square"}
+    assert summary["num_inputs_unaccounted"] == 0
+
+
 def test_memory_filesystem_input_and_output_in_process(models, sample_set):
-    """memory:// exists only in this process: the in-process executor reads it, writes the
-    shards back to memory://, and the validator reads them there."""
+    """memory:// exists only in this process: the in-process executor reads it (the decode
+    jobs run inline), writes the shards back to memory://, and the validator reads them."""
     import fsspec
 
     fs = fsspec.filesystem("memory")
@@ -379,14 +401,8 @@ def test_memory_filesystem_input_and_output_in_process(models, sample_set):
         "/build_in/a/landscape.mp4", Path(sample_set["videos"]["landscape"]["path"]).read_bytes()
     )
     fs.pipe("/build_in/a/empty.mp4", b"")
-    cfg = demo_config(
-        models,
-        "memory://build_in/a",
-        "memory://build_out",
-        "caption.source=none",
-        "engine.executor=local",
-        "text.enabled=false",
-    )
+    cfg = demo_config(models, "memory://build_in/a", "memory://build_out", "caption.source=none",
+                      "engine.executor=local", "text.enabled=false")  # fmt: skip
     summary = build(cfg)
     assert summary["clips"] == 3 and summary["errors_by_kind"] == {"zero_byte": 1}
     assert validate("memory://build_out").ok
@@ -397,41 +413,103 @@ def test_memory_filesystem_input_and_output_in_process(models, sample_set):
     assert t.column("source_uri").to_pylist()[0] == "memory:///build_in/a/landscape.mp4"
 
 
-def test_cli_reports_config_errors(tmp_path, capsys):
+# ---- configuration, secrets, confinement, failures ------------------------------------------
+
+
+def test_cli_reports_config_errors_and_prints_the_resolved_config(tmp_path, capsys):
     from sama.cli import main
 
     assert main(["build", str(ROOT / "configs/build_demo.yaml"), "clips.num_frames=16"]) == 2
     assert "4k+1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="input.uri"):
         build_main([str(ROOT / "configs/build_demo.yaml"), "input.uri=", "models_dir=x"])
+    secret = "input.storage_options={key: AKIASECRET1, secret: hush2}"
+    assert main(["build", str(ROOT / "configs/build_demo.yaml"), "models_dir=m", secret,
+                 "--print-config"]) == 0  # fmt: skip
+    import yaml
+
+    text = capsys.readouterr().out
+    printed = yaml.safe_load(text)
+    assert printed["budget"]["max_seconds_per_input"] == 1800.0  # every default is there
+    assert printed["engine"]["max_error_rate"] == 1.0
+    assert "AKIASECRET1" not in text and "hush2" not in text
+    assert printed["input"]["storage_options"] == {"key": "<redacted>", "secret": "<redacted>"}
 
 
-def test_unexpected_error_fails_the_build_and_keeps_what_finished(
+def test_secrets_appear_nowhere_under_the_output_root(models, sample_set, tmp_path):
+    """A secret in storage_options (LocalFileSystem takes any option) and in a URL query reaches
+    no shard footer, config file or summary."""
+    out = tmp_path / "o"
+    cfg = demo_config(models, sample_set["manifest"], str(out), "engine.executor=local",
+                      "input.storage_options={aws_secret_access_key: TOPSECRET77, token: TKN88}",
+                      "output.storage_options={password: PASSWD99}", "input.limit=2")  # fmt: skip
+    build(cfg)
+    blobs = [p.read_bytes() for p in out.rglob("*") if p.is_file()]
+    assert blobs and len(blobs) > 5
+    for needle in (b"TOPSECRET77", b"TKN88", b"PASSWD99"):
+        assert not any(needle in b for b in blobs), needle
+    config = (out / "build_config.yaml").read_text()
+    assert "aws_secret_access_key: <redacted>" in config
+
+
+def test_manifest_entries_outside_the_allowed_roots_are_error_rows(models, sample_set, tmp_path):
+    rows = [
+        {"id": "ok", "video": "videos/landscape.mp4", "caption": "c"},
+        {"id": "up", "video": "../../../etc/passwd", "caption": "c"},
+        {"id": "abs", "video": "/etc/hostname", "caption": "c"},
+        {"id": "meta", "video": "http://169.254.169.254/latest/meta-data/x.mp4", "caption": "c"},
+    ]
+    manifest = Path(sample_set["root"]) / "confined.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    summary = build(demo_config(models, str(manifest), str(out), "engine.executor=local",
+                                "text.enabled=false"))  # fmt: skip
+    _, errors = _rows(out)
+    assert errors == {
+        f"{i}:list_inputs": ("not_allowed", "list_inputs") for i in ("up", "abs", "meta")
+    }
+    assert summary["clips"] == 3 and summary["num_inputs_unaccounted"] == 0
+    messages = _table(out, "errors").column("message").to_pylist()
+    assert all("input.allowed_" in m for m in messages)
+
+
+def test_an_unexpected_exception_is_an_internal_error_row(
     models, sample_set, tmp_path, monkeypatch
 ):
-    """A bug (not a bad sample) stops the build; inputs finished before it are written and
-    marked, and the re-run skips them (CONVENTIONS.md rule 5, third tier)."""
-    from pipelines.clips.cut_clips import CutClips
-    from pipelines.engine.resume import BuildState
+    """A bug on one input (not a SampleError) is retried, then filed as ``internal_error`` with
+    the exception and where it was raised; the other inputs are built and a re-run skips it."""
+    from pipelines.clips.probe_videos import ProbeVideos
 
-    shots = CutClips._shots
+    original = ProbeVideos._probe
+    calls = []
 
     def buggy(self, row):
-        if row["video_id"] == "square":
-            raise RuntimeError("a bug in the clip maker")
-        return shots(self, row)
+        calls.append(row["source_uri"])
+        if "portrait" in row["source_uri"]:
+            raise RuntimeError("a bug in the prober")
+        return original(self, row)
 
-    monkeypatch.setattr(CutClips, "_shots", buggy)
-    one = [f"engine.{s}.batch_size=1" for s in ("latents", "anchors", "text")]
-    cfg = demo_config(models, sample_set["manifest"], str(tmp_path / "o"), "text.enabled=false",
-                      "engine.executor=local", *one)  # fmt: skip
-    with pytest.raises(RuntimeError, match="a bug in the clip maker"):
-        build(cfg)
-    import fsspec
-
-    done = BuildState(fsspec.filesystem("file"), str(tmp_path / "o")).done_inputs()
-    assert done == {"landscape", "portrait"}  # the manifest's first two, before "square"
-    monkeypatch.undo()
+    monkeypatch.setattr(ProbeVideos, "_probe", buggy)
+    out = tmp_path / "o"
+    cfg = demo_config(models, sample_set["manifest"], str(out), "engine.executor=local",
+                      "text.enabled=false", "engine.input_retries=2")  # fmt: skip
     summary = build(cfg)
-    assert summary["run"]["skipped_inputs"] == 2 and summary["inputs_unaccounted"] == []
-    assert summary["clips"] == 10 and validate(str(tmp_path / "o")).ok
+    errs = {r["error_id"]: r for r in _table(out, "errors").to_pylist()}
+    internal = [r for r in errs.values() if r["kind"] == "internal_error"]
+    assert internal and all(r["item_id"] == "portrait" for r in internal)
+    assert len(internal) == 1 and internal[0]["stage"] == "probe"
+    assert "RuntimeError: a bug in the prober (at test_build.py" in internal[0]["message"]
+    assert "in buggy)" in internal[0]["message"]
+    assert sum("portrait" in c for c in calls) == 3  # the first try and 2 retries
+    assert summary["num_inputs_unaccounted"] == 0 and validate(str(out)).ok
+    assert build(cfg)["run"]["processed_inputs"] == 0  # never looped on
+
+
+def test_max_error_rate_makes_the_build_exit_non_zero(models, sample_set, tmp_path, capsys):
+    args = [str(ROOT / "configs/build_demo.yaml"), f"models_dir={models}",
+            f"input.uri={sample_set['manifest']}", f"output.uri={tmp_path / 'o'}",
+            "engine.executor=local", "text.enabled=false"]  # fmt: skip
+    assert build_main([*args, "engine.max_error_rate=0.5"]) == 1  # 5 of 9 inputs are broken
+    err = capsys.readouterr().err
+    assert "FAILED: 5 of 9 inputs failed (55.6%), more than engine.max_error_rate=0.5" in err
+    assert build_main([*args, "engine.max_error_rate=0.6"]) == 0  # the same root, resumed

@@ -27,7 +27,7 @@ from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.pairs.demo import make_pair_set
 from sama.video.buckets import buckets_for, nearest_bucket
-from tests.pipelines.test_stages import demo_config, tiny_models
+from tests.pipelines.helpers import demo_config, tiny_models
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MAX_FRAMES = 17  # configs/build_demo_pairs.yaml: pairs.align.max_frames
@@ -37,9 +37,6 @@ PREFIX = "[Video edit] "
 
 @pytest.fixture(scope="module")
 def ray_address():
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
@@ -74,6 +71,13 @@ def _table(root: Path, kind: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in _shards(root, kind)])
 
 
+def _listed(root: Path, kind: str) -> list[str]:
+    """The ids of a build's declared inputs table, in listing order."""
+    column = {"clips": "video_id", "pairs": "pair_id"}[kind]
+    parts = sorted((root / "_state" / kind / "inputs").glob("*.parquet"))
+    return [i for p in parts for i in pq.read_table(p, columns=[column]).column(0).to_pylist()]
+
+
 def _snapshot(root: Path, kind: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in _shards(root, kind)}
 
@@ -88,7 +92,7 @@ def built(ray_address, models, pair_set, sample_set, tmp_path_factory) -> dict:
     clips_before = {
         "shards": _snapshot(root, "clips"),
         "errors": {p.name for p in _shards(root, "errors")},
-        "fingerprint": (root / "_state" / "fingerprint.json").read_bytes(),
+        "fingerprint": (root / "_state" / "clips" / "fingerprint.json").read_bytes(),
     }
     cfg = pair_config(models, pair_set["manifest"], str(root))
     summary = build(cfg)
@@ -102,8 +106,7 @@ def built(ray_address, models, pair_set, sample_set, tmp_path_factory) -> dict:
 def test_every_pair_is_a_row_or_an_error_of_the_kind_truth_expects(built, pair_set):
     truth = json.loads(Path(pair_set["truth"]).read_text())["pairs"]
     s = built["summary"]
-    assert [i["id"] for i in s["inputs"]] == list(truth) and s["inputs_unaccounted"] == []
-    assert {i["kind"] for i in s["inputs"]} == {"pairs"}
+    assert _listed(built["root"], "pairs") == list(truth) and s["num_inputs_unaccounted"] == 0
     pairs = {r["pair_id"]: r for r in _table(built["root"], "pairs").to_pylist()}
     errors = {r["item_id"]: r for r in _table(built["root"], "errors").to_pylist()
               if r["record_kind"] == "pairs"}  # fmt: skip
@@ -129,7 +132,7 @@ def test_every_pair_is_a_row_or_an_error_of_the_kind_truth_expects(built, pair_s
         assert row["text_prompts"] == [PREFIX + row["instruction"]]
         assert row["text_lengths"][0] == row["text_embeds_shape"][0]
         assert row["source_uri"] == t["source_uri"] and row["judge_model"] is None
-    assert s["pairs"] == 6 and s["pairs_by_media"] == {"image": 2, "video": 4}
+    assert s["pairs"] == 6 and s["pairs_by_media_type"] == {"image": 2, "video": 4}
     assert s["errors_by_kind"] == {"bad_manifest_row": 1, "mismatch": 4, "not_an_image": 1,
                                    "not_found": 1, "zero_byte": 1}  # fmt: skip
 
@@ -166,11 +169,9 @@ def test_the_combined_root_validates_and_the_clip_build_is_untouched(built):
     assert report.rows["clips"] > 0 and report.rows["pairs"] == 6
     assert _snapshot(root, "clips") == before["shards"]
     assert before["errors"] <= {p.name for p in _shards(root, "errors")}
-    assert (root / "_state" / "fingerprint.json").read_bytes() == before["fingerprint"]
+    assert (root / "_state" / "clips" / "fingerprint.json").read_bytes() == before["fingerprint"]
     summary = json.loads((root / "summary.json").read_text())
-    clip_ids = [i["id"] for i in built["clip_summary"]["inputs"]]
-    pair_ids = [i["id"] for i in built["summary"]["inputs"]]
-    assert [i["id"] for i in summary["inputs"]] == clip_ids + pair_ids
+    assert len(_listed(root, "clips")) == 2 and len(_listed(root, "pairs")) == 14
     assert summary["kinds"] == ["clips", "pairs"] and summary["num_inputs"] == 16
     assert summary["by_kind"]["clips"]["clips"] == built["clip_summary"]["clips"]
 
@@ -193,16 +194,17 @@ def test_rerun_skips_finished_pairs_and_a_clip_rerun_keeps_them(built):
 def test_lost_markers_rebuild_without_duplicates_and_overwrite_keeps_the_clips(
     built, models, pair_set, tmp_path
 ):
-    """A run killed after writing shards but before its markers: the re-run processes those
-    pairs again and writes none twice. Then overwrite with another config replaces the pairs
-    only; resuming with another config is refused."""
+    """A run killed after writing shards but before their sidecars: the shards no sidecar names
+    are removed, the re-run makes those pairs again and writes none twice. Then overwrite with
+    another config replaces the pairs only; resuming with another config is refused."""
     root = tmp_path / "copy"
     shutil.copytree(built["root"], root)
-    shutil.rmtree(root / "_state" / "pairs" / "done")
+    for lost in ("index", "sidecars"):
+        shutil.rmtree(root / "_state" / "pairs" / lost, ignore_errors=True)
     cfg = pair_config(models, pair_set["manifest"], str(root), "engine.executor=local")
     again = build(cfg)
-    assert again["run"]["processed_inputs"] == 14 and again["run"]["skipped_rows"] == 14
-    assert again["run"]["pairs"] == 0 and again["pairs"] == 6 and validate(str(root)).ok
+    assert again["run"]["processed_inputs"] == 14 and again["run"]["pairs"] == 6
+    assert again["pairs"] == 6 and validate(str(root)).ok
     clips = _snapshot(root, "clips")
     with pytest.raises(ConfigError, match=r"pairs\.align\.max_frames: 17 -> 9"):
         build(pair_config(models, pair_set["manifest"], str(root), "pairs.align.max_frames=9"))
@@ -232,7 +234,7 @@ def test_manifest_scores_and_the_prompt_policy(models, pair_set, tmp_path):
     manifest = tmp_path / "scored.jsonl"
     manifest.write_text(json.dumps(row) + "\n")
     cfg = pair_config(models, str(manifest), str(tmp_path / "o"), "engine.executor=local",
-                      "pairs.prefix_media=[video]")  # fmt: skip
+                      "pairs.prefix_media=[video]", f"input.allowed_roots=[{pair_set['root']}]")  # fmt: skip
     assert build(cfg)["pairs"] == 1
     (got,) = _table(tmp_path / "o", "pairs").to_pylist()
     assert (got["score_if"], got["score_vq"], got["score_cp"], got["score_mc"]) == (9.5, 8, 7, None)
@@ -274,8 +276,10 @@ def judge_setup(models, pair_set, tmp_path_factory) -> dict:
     back through the real loading code."""
     import torch
 
+    from pipelines.engine.apply import apply_stage, to_rows
+    from pipelines.engine.runner import plan
     from pipelines.pairs import judge_pairs as jp
-    from pipelines.pairs.list_pairs import ListPairs
+    from pipelines.pairs.list_pairs import OUTPUTS, list_pairs
     from pipelines.pairs.load_pair_frames import LoadPairFrames
     from pipelines.pairs.probe_pairs import ProbePairs
     from sama.encoders._hf import quiet_hf
@@ -292,10 +296,12 @@ def judge_setup(models, pair_set, tmp_path_factory) -> dict:
                                 for r in rows if r["id"] in ANSWERS))  # fmt: skip
     tiny = make_tiny_vlm(tmp / "vlm", seed=0)
     cfg = pair_config(models, str(manifest), str(tmp / "unused"), *JUDGE,
-                      f"judge.vlm.model_id={tiny}")  # fmt: skip
-    batch = ListPairs(cfg).process([])
-    for stage in (ProbePairs(cfg), LoadPairFrames(cfg)):
-        batch = stage.process(batch)
+                      f"judge.vlm.model_id={tiny}", f"input.allowed_roots=[{pair_set['root']}]")  # fmt: skip
+    table = pa.concat_tables(list(list_pairs(cfg)))
+    stages = [ProbePairs(cfg), LoadPairFrames(cfg)]
+    for stage, cols in zip(stages, plan(stages, OUTPUTS, ()), strict=True):
+        table = pa.concat_tables(list(apply_stage(stage, table, cols, stage.registry)))
+    batch = to_rows(table, tuple(table.column_names))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: more threads only oversubscribe (tests/sama/test_vlm)
     try:
@@ -318,7 +324,8 @@ def judge_setup(models, pair_set, tmp_path_factory) -> dict:
         "chat_template.json",
     ):
         shutil.copy(Path(tiny) / name, taught / name)  # fmt: skip
-    return {"manifest": str(manifest), "model": str(taught), "tmp": tmp}
+    return {"manifest": str(manifest), "model": str(taught), "tmp": tmp,
+            "allowed": f"input.allowed_roots=[{pair_set['root']}]"}  # fmt: skip
 
 
 def _judged(root: Path) -> tuple[dict, dict]:
@@ -330,7 +337,9 @@ def _judged(root: Path) -> tuple[dict, dict]:
 def test_judge_scores_filters_and_records_unparseable_answers(ray_address, models, judge_setup):
     j = judge_setup
     out = j["tmp"] / "filter_build"
-    cfg = pair_config(models, j["manifest"], str(out), *JUDGE, f"judge.vlm.model_id={j['model']}")
+    cfg = pair_config(
+        models, j["manifest"], str(out), j["allowed"], *JUDGE, f"judge.vlm.model_id={j['model']}"
+    )
     summary = build(cfg)  # on Ray: the judge is an actor pool
     pairs, errors = _judged(out)
     assert list(pairs) == ["image_recolor"]
@@ -342,12 +351,12 @@ def test_judge_scores_filters_and_records_unparseable_answers(ray_address, model
         "image_add_portrait": ("judge_unparseable", "judge_pairs"),
     }
     assert "motion_consistency 6 < 8" in errors["video_recolor"]["message"]
-    assert summary["inputs_unaccounted"] == [] and validate(str(out)).ok
+    assert summary["num_inputs_unaccounted"] == 0 and validate(str(out)).ok
     prov = read_provenance(pq.read_schema(_shards(out, "pairs")[0]))
     assert prov["judge"]["filter"] == "build" and prov["judge"]["runs"] == 1
     # filter=trainer: the pair under the thresholds is kept with its scores
     out2 = j["tmp"] / "filter_trainer"
-    keep = pair_config(models, j["manifest"], str(out2), *JUDGE, "judge.filter=trainer",
+    keep = pair_config(models, j["manifest"], str(out2), j["allowed"], *JUDGE, "judge.filter=trainer",
                        f"judge.vlm.model_id={j['model']}", "engine.executor=local")  # fmt: skip
     build(keep)
     pairs, errors = _judged(out2)
