@@ -111,6 +111,7 @@ def run_build(cfg: Any, kind: BuildKind) -> dict:
                 prov = kind.provenance(cfg, runner.describe(cfg, stages))
                 kind.check_same_models(state, prov, uri)
                 _run_stages(cfg, kind, state, ledger, stages, listed, done, prov, this_run, fs)
+        fs.invalidate_cache()  # the workers wrote: forget every listing this process cached
         ledger = state.load()
         state.compact(ledger)
         this_run.wall_s = time.monotonic() - t0

@@ -171,6 +171,8 @@ class Lease:
 
 
 def _precondition_failed(e: Exception) -> bool:
+    if isinstance(e, FileExistsError):  # s3fs's translation of 412 Precondition Failed
+        return True
     text = f"{type(e).__name__} {e}"
     return any(s in text for s in ("PreconditionFailed", "412", "ConditionalRequestConflict"))
 

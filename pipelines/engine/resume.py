@@ -153,6 +153,7 @@ class BuildState:
 
     def _ls(self, rel: str) -> list[str]:
         d = self.path(rel)
+        self.fs.invalidate_cache(d)  # the writers are other processes: never a cached listing
         if not self.fs.exists(d):
             return []
         return sorted(str(p) for p in self.fs.ls(d, detail=False))

@@ -1,0 +1,158 @@
+"""``sama build`` on a real multi-node local Ray cluster: ``ray start --head`` plus a second
+``ray start --address`` node (separate raylets, object stores and worker pools).
+
+- With 1 CPU per node the demo-sized build finishes with the rows of a local build: the model
+  actors are packed on one node and the other keeps a whole CPU for the decode and write tasks
+  (without per-node placement this build waited forever).
+- Killing the worker node (its raylet and workers, SIGKILL) mid-build: the build, or its re-run,
+  ends with exactly the rows of an uninterrupted build.
+Token authentication stays on: the nodes and the build share the token Ray keeps in
+``~/.ray/auth_token``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.build import build
+from tests.pipelines.helpers import demo_config, tiny_models
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_node(args: list[str], log: Path, cpus: int) -> subprocess.Popen:
+    """``ray start ... --block`` in its own process group (so the test stops exactly it)."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    common = [f"--num-cpus={cpus}", "--object-store-memory=100000000", "--block",
+              "--dashboard-agent-listen-port=0", "--disable-usage-stats"]  # fmt: skip
+    return subprocess.Popen([ray_bin, "start", *args, *common], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=ENV)  # fmt: skip
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+
+
+@contextmanager
+def cluster(tmp_path: Path, cpus: int):
+    """A head and a worker node; yields (address, worker process)."""
+    port = _free_port()
+    # A temp dir of its own: `ray start` writes its address to TEMP/ray_current_cluster, and a
+    # plain ray.init() anywhere on this machine would otherwise join this cluster. Short, for
+    # the Unix socket paths under it.
+    temp = tempfile.mkdtemp(prefix="sr", dir="/tmp")
+    nodes: list[subprocess.Popen] = []
+    try:
+        head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
+        nodes.append(_ray_node(head, tmp_path / "head.log", cpus))
+        _wait_for(tmp_path / "head.log", "Ray runtime started", nodes[0])
+        nodes.append(_ray_node([f"--address=127.0.0.1:{port}"], tmp_path / "node.log", cpus))
+        _wait_for(tmp_path / "node.log", "Ray runtime started", nodes[1])
+        yield f"127.0.0.1:{port}", nodes[1]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return tiny_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference(models, sample_set, tmp_path_factory) -> Path:
+    """The sample set built in this process (no Ray): the rows every cluster build must give."""
+    out = tmp_path_factory.mktemp("ref") / "ds"
+    build(demo_config(models, sample_set["manifest"], str(out), "engine.executor=local"))
+    return out
+
+
+def _rows(root: Path) -> tuple[dict, dict]:
+    def table(kind):
+        return pa.concat_tables(
+            [pq.read_table(p) for p in sorted((root / kind).glob("part-*.parquet"))]
+        )
+
+    clips = {r["clip_id"]: r for r in table("clips").to_pylist()}
+    errors = {r["error_id"]: (r["kind"], r["stage"]) for r in table("errors").to_pylist()}
+    return clips, errors
+
+
+def _assert_same_rows(root: Path, ref: Path) -> None:
+    clips, errors = _rows(root)
+    ref_clips, ref_errors = _rows(ref)
+    assert errors == ref_errors and sorted(clips) == sorted(ref_clips)
+    for cid, row in clips.items():
+        for col in ("latents", "anchor_tokens", "text_embeds"):
+            assert row[col] == ref_clips[cid][col], (cid, col)
+
+
+def _cmd(models, sample_set, out, address, *extra) -> list[str]:
+    return [sys.executable, "-m", "sama.cli", "build", str(ROOT / "configs/build_demo.yaml"),
+            f"models_dir={models}", f"input.uri={sample_set['manifest']}", f"output.uri={out}",
+            "--ray-address", address, *extra]  # fmt: skip
+
+
+def test_one_cpu_per_node_places_actors_and_tasks_and_finishes(
+    models, sample_set, reference, tmp_path
+):
+    out = tmp_path / "out"
+    with cluster(tmp_path, cpus=1) as (address, _):
+        done = subprocess.run(_cmd(models, sample_set, out, address), cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_rows(out, reference)
+
+
+def test_killing_the_worker_node_mid_build_loses_no_row(models, sample_set, reference, tmp_path):
+    out = tmp_path / "out"
+    small = "output.shard_size_mb=0.000001"  # a shard per row: state to resume from
+    with cluster(tmp_path, cpus=2) as (address, worker):
+        proc = subprocess.Popen(_cmd(models, sample_set, out, address, small), cwd=ROOT, env=ENV,
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)  # fmt: skip
+        sidecars = out / "_state" / "clips" / "sidecars"
+        deadline = time.monotonic() + 180
+        while not (sidecars.exists() and any(sidecars.glob("[!.]*.json"))):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no shard written within 180 s"
+            time.sleep(0.05)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker node's raylet and all its workers
+        worker.wait()
+        try:
+            first = proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            first = proc.wait()
+        if first != 0:  # the build could not finish without the node: run it again
+            done = subprocess.run(_cmd(models, sample_set, out, address, small), cwd=ROOT,
+                                  env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+    print(f"first run after the node died: exit {first}")
+    _assert_same_rows(out, reference)
