@@ -79,9 +79,17 @@ def decode_runs(plans: list[ClipPlan], seek_gap_frames: int) -> list[list[ClipPl
     return runs
 
 
+STATS_STEP = 4  # clip statistics on every 4th pixel of every 4th row
+
+
 def clip_stats(clip_THWC: np.ndarray) -> tuple[float, float]:
-    """(mean luma, mean |luma difference| of consecutive frames), both on a 0-255 scale."""
-    luma_THW = clip_THWC.astype(np.float32) @ _LUMA
+    """(mean luma, mean |luma difference| of consecutive frames), both on a 0-255 scale.
+
+    Computed on a 4x-subsampled grid: the full grid cost ~0.5 s per 81-frame 480p clip here
+    (a float32 copy of all 97 MB), more than decoding its frames, for the same two numbers to
+    within a fraction of a grey level."""
+    grid_THWC = clip_THWC[:, ::STATS_STEP, ::STATS_STEP]
+    luma_THW = grid_THWC.astype(np.float32) @ _LUMA
     motion = float(np.abs(np.diff(luma_THW, axis=0)).mean()) if len(luma_THW) > 1 else 0.0
     return float(luma_THW.mean()), motion
 
