@@ -23,6 +23,16 @@ from trainer import checkpoint as ckpt_io
 REPO = Path(__file__).resolve().parents[2]
 
 
+def torchrun_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
+
+
 def torchrun(tiny_models, root, out, *extra) -> str:
     cmd = [
         sys.executable,
@@ -45,14 +55,9 @@ def torchrun(tiny_models, root, out, *extra) -> str:
             *extra,
         ),
     ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=torchrun_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
