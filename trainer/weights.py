@@ -119,8 +119,7 @@ class SafetensorsIndex:
 
         return cls(safetensors_files(path))
 
-    def rows(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
-        """Rows ``[start, stop)`` of dim 0 (the whole tensor by default), as stored."""
+    def _span(self, name: str, start: int | None, stop: int | None) -> tuple[int, int, int]:
         e = self.entries[name]
         count = e.shape[0] if e.shape else 1
         start = 0 if start is None else start
@@ -128,17 +127,38 @@ class SafetensorsIndex:
         if not 0 <= start <= stop <= count:
             raise WeightsError(f"{name}: rows [{start}, {stop}) outside shape {e.shape}")
         row = (e.end - e.begin) // count if count else 0
-        buf = torch.empty((stop - start) * row, dtype=torch.uint8)
-        view, got = memoryview(buf.numpy()), 0
+        return start, stop, row
+
+    def _read(self, name: str, offset: int, view: memoryview) -> None:
+        e, got = self.entries[name], 0
         with open(e.file, "rb") as f:
-            f.seek(e.begin + start * row)
+            f.seek(e.begin + offset)
             while got < len(view):
                 n = f.readinto(view[got:])
                 if not n:
                     raise WeightsError(f"{e.file}: file ends inside {name}")
                 got += n
+
+    def rows(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        """Rows ``[start, stop)`` of dim 0 (the whole tensor by default), as stored."""
+        e = self.entries[name]
+        start, stop, row = self._span(name, start, stop)
+        buf = torch.empty((stop - start) * row, dtype=torch.uint8)
+        self._read(name, start * row, memoryview(buf.numpy()))
         shape = (stop - start, *e.shape[1:]) if e.shape else ()
         return buf.view(e.dtype).reshape(shape)
+
+    def read_into(self, name: str, start: int, stop: int, out: torch.Tensor) -> bool:
+        """Read rows ``[start, stop)`` straight into ``out`` when it is a contiguous CPU tensor
+        of the stored dtype and size (no intermediate copy); False when it is not."""
+        e = self.entries[name]
+        start, stop, row = self._span(name, start, stop)
+        fits = out.device.type == "cpu" and out.is_contiguous() and out.dtype == e.dtype
+        if not fits or out.numel() * out.element_size() != (stop - start) * row:
+            return False
+        if out.numel():
+            self._read(name, start * row, memoryview(out.reshape(-1).view(torch.uint8).numpy()))
+        return True
 
 
 @dataclass(frozen=True)
@@ -148,11 +168,17 @@ class Source:
     shape: tuple[int, ...]
     rows: Callable[[int, int], torch.Tensor]
     origin: str
+    into: Callable[[torch.Tensor, int, int], bool] | None = None  # direct read, if possible
 
 
 def file_source(index: SafetensorsIndex, key: str) -> Source:
     e = index.entries[key]
-    return Source(e.shape, lambda a, b: index.rows(key, a, b), f"{e.file.name}:{key}")
+    return Source(
+        e.shape,
+        lambda a, b: index.rows(key, a, b),
+        f"{e.file.name}:{key}",
+        lambda out, a, b: index.read_into(key, a, b, out),
+    )
 
 
 def memory_source(tensor: torch.Tensor, origin: str) -> Source:
@@ -190,7 +216,7 @@ def fill_parameters(model: nn.Module, sources: Mapping[str, Source]) -> None:
         raise WeightsError(f"shape mismatches: {wrong[:5]}" + (" ..." if len(wrong) > 5 else ""))
     for name, src in sources.items():
         local, a, b = local_rows(params[name])
-        if local.numel():
+        if local.numel() and not (src.into is not None and src.into(local, a, b)):
             local.copy_(src.rows(a, b).reshape(local.shape))
 
 
