@@ -51,9 +51,13 @@ class InitReport:
 
     @property
     def new_modules(self) -> dict[str, str]:
-        """SAMA's modules (not in the Wan base): ``loaded`` or ``fresh`` each."""
-        loaded = {n.split(".", 1)[0] for n in self.loaded}
-        return {m: "loaded" if m in loaded else "fresh" for m in NEW_MODULES}
+        """SAMA's modules (not in the Wan base): ``loaded``, ``partly loaded`` or ``fresh``."""
+        out = {}
+        for m in NEW_MODULES:
+            got = any(n.split(".", 1)[0] == m for n in self.loaded)
+            kept = any(n.split(".", 1)[0] == m for n in self.kept)
+            out[m] = ("partly loaded" if kept else "loaded") if got else "fresh"
+        return out
 
     def lines(self) -> list[str]:
         new = ", ".join(f"{m} {how}" for m, how in self.new_modules.items())
