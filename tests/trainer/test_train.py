@@ -288,3 +288,27 @@ def test_groups_of_different_source_shapes_give_the_batch_mean(tmp_path, tiny_mo
             (terms.total_B.sum() / n).backward()
     for name, p in run.core.named_parameters():
         assert torch.allclose(p.grad, grads[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_print_config_shows_every_default(capsys):
+    assert train_main([str(CONFIG_DIR / "stage0.yaml"), "--print-config", "optim.lr=1e-5"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    from sama.config import to_dict
+
+    want = to_dict(load_config(TrainConfig, CONFIG_DIR / "stage0.yaml", ["optim.lr=1e-5"]))
+    assert printed == want  # every field, defaults included, data.root left as given
+    assert printed["plan"]["gpu_memory_gb"] == 80 and printed["flow"]["loss_weighting"] == "none"
+    assert printed["optim"]["lr"] == 1e-5 and printed["context_parallel"] == 1
+
+
+def test_loss_weighting_is_applied_and_recorded(tmp_path, tiny_models, train_root):
+    out = tmp_path / "run"
+    history = train(
+        cfg_for(
+            tiny_models, train_root, out, "steps=2", "log_every=1", "flow.loss_weighting=diffsynth"
+        )
+    )["history"]
+    assert (
+        yaml.safe_load((out / "config.yaml").read_text())["flow"]["loss_weighting"] == "diffsynth"
+    )
+    assert any(abs(r["loss"] - (r["fm"] + 0.1 * r["sem"])) > 1e-3 for r in history)
