@@ -149,7 +149,7 @@ def sample_inputs(model, s: Sizes, device, siglip_dim: int) -> dict:
 
 def plan_bytes(config: dict, s: Sizes, siglip_dim: int, layers: int | None = None) -> float:
     """The plan's estimate of this check: bf16 weights + gradients + activations."""
-    from trainer.plan import Sample, Setup, activation_bytes, dit_dims, latent_tokens
+    from trainer.memory import Sample, Setup, activation_bytes, dit_dims, latent_tokens
 
     dims = dit_dims(config, siglip_dim)
     if layers is not None:

@@ -84,8 +84,6 @@ def export_checkpoint(
     import torch
 
     from trainer import checkpoint as ckpt_io
-    from trainer.convert import diffsynth_names
-    from trainer.sama_modules import NEW_MODULES
 
     ckpt = ckpt_io.latest_checkpoint(run)
     if ckpt is None:
@@ -93,17 +91,17 @@ def export_checkpoint(
     model_config = json.loads((ckpt / "model_config.json").read_text())
     prefix = "ema" if weights == "ema" else "model"
     stored = {
-        k[len(prefix) + 1 :]: v
-        for k, v in ckpt_io.stored_tensors(ckpt).items()
+        k[len(prefix) + 1 :]: shape
+        for k, (shape, _) in ckpt_io.stored_tensors(ckpt).items()
         if k.startswith(prefix + ".")
     }
+    names = list(stored)
     target = getattr(torch, dtype)
-    sizes = {
-        n: s.numel() * torch.empty((), dtype=target).element_size() for n, (s, _) in stored.items()
-    }
+    item = torch.empty((), dtype=target).element_size()
+    sizes = {n: stored[n].numel() * item for n in names}
 
-    def read(names: list[str]) -> dict:
-        return {n: t.to(target) for n, t in ckpt_io.load_full(ckpt, prefix, names).items()}
+    def read(group: list[str]) -> dict:
+        return {n: t.to(target) for n, t in ckpt_io.load_full(ckpt, prefix, group).items()}
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -112,36 +110,53 @@ def export_checkpoint(
     tmp.mkdir(parents=True)
     max_bytes = int(max_shard_gb * 1024**3)
     if fmt == "diffsynth":
-        table = diffsynth_names(int(model_config["dit"]["num_layers"]))
-        missing = sorted(set(stored) - set(table))
-        if missing:
-            raise ConfigError(f"{ckpt}: no released name for {missing[:5]}")
-        write_safetensors(
-            tmp, DIFFSYNTH_FILE, {n: table[n] for n in stored}, read, sizes, max_bytes
-        )
+        num_layers = int(model_config["dit"]["num_layers"])
+        _write_diffsynth(tmp, ckpt, num_layers, names, read, sizes, max_bytes)
     else:
-        (tmp / "transformer").mkdir()
-        dit = {n: n[len("dit.") :] for n in stored if n.startswith("dit.")}
-        new = {n: n for n in stored if n.split(".", 1)[0] in NEW_MODULES}
-        write_safetensors(tmp / "transformer", DIFFUSERS_FILE, dit, read, sizes, max_bytes)
-        write_safetensors(tmp, "sama_modules", new, read, sizes, 2**62)
-        config = {"_class_name": "WanTransformer3DModel", **model_config["dit"]}
-        (tmp / "transformer" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        sama = json.dumps(model_config["sama"], indent=2, sort_keys=True)
-        (tmp / "sama_config.json").write_text(sama + "\n")
-    info = {
-        "run": str(run),
-        "checkpoint": str(ckpt),
-        "step": ckpt_io.read_state(ckpt)["step"],
-        "weights": weights,
-        "format": fmt,
-        "dtype": dtype,
-    }
+        _write_diffusers(tmp, model_config, names, read, sizes, max_bytes)
+    step = ckpt_io.read_state(ckpt)["step"]
+    info = dict(
+        run=str(run), checkpoint=str(ckpt), step=step, weights=weights, format=fmt, dtype=dtype
+    )
     (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _put_in_place(tmp, out)
     return out
+
+
+def _put_in_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is removed only once replaced."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write_diffsynth(tmp: Path, ckpt: Path, num_layers: int, names, read, sizes, max_bytes) -> None:
+    from trainer.convert import diffsynth_names
+
+    table = diffsynth_names(num_layers)
+    missing = sorted(set(names) - set(table))
+    if missing:
+        raise ConfigError(f"{ckpt}: no released name for {missing[:5]}")
+    write_safetensors(tmp, DIFFSYNTH_FILE, {n: table[n] for n in names}, read, sizes, max_bytes)
+
+
+def _write_diffusers(tmp: Path, model_config: dict, names, read, sizes, max_bytes) -> None:
+    from trainer.sama_modules import NEW_MODULES
+
+    (tmp / "transformer").mkdir()
+    dit = {n: n[len("dit.") :] for n in names if n.startswith("dit.")}
+    new = {n: n for n in names if n.split(".", 1)[0] in NEW_MODULES}
+    write_safetensors(tmp / "transformer", DIFFUSERS_FILE, dit, read, sizes, max_bytes)
+    write_safetensors(tmp, "sama_modules", new, read, sizes, 2**62)
+    config = {"_class_name": "WanTransformer3DModel", **model_config["dit"]}
+    (tmp / "transformer" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    sama = json.dumps(model_config["sama"], indent=2, sort_keys=True)
+    (tmp / "sama_config.json").write_text(sama + "\n")
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
