@@ -301,10 +301,12 @@ class Checkpointer:
         keep_last: int = 0,
         async_save: bool = False,
         distributed: bool = False,
+        async_group=None,
     ) -> None:
         self.root = Path(output_dir) / CHECKPOINTS
         self.info, self.keep_last = info, keep_last
         self.async_save, self.distributed = async_save, distributed
+        self.async_group = async_group  # a gloo group of its own for the background writes
         self.pending: _Pending | None = None
 
     def _barrier(self) -> None:
@@ -333,7 +335,7 @@ class Checkpointer:
                 "ignore", message=".*assuming the intent is to save in a single"
             )
             if self.async_save:  # staged to host memory before it returns, written in a thread
-                future = dcp.async_save(req.tensors, **kwargs)
+                future = dcp.async_save(req.tensors, process_group=self.async_group, **kwargs)
                 future = getattr(future, "upload_completion", future)
             else:
                 dcp.save(req.tensors, **kwargs)

@@ -10,8 +10,9 @@
 - ``context_parallel = c``: consecutive groups of ``c`` ranks split one sample's tokens
   (trainer/context_parallel.py). They see the same batches, so the loader's rank is the
   data-parallel rank ``rank // c`` of ``world_size // c``. FSDP still shards over all ranks.
-- The backend is ``gloo`` on CPU (the tests run 2 CPU processes) and ``cpu:gloo,cuda:nccl`` on
-  CUDA (NCCL for the training collectives; gloo for the CPU-side ones of async checkpoints).
+- The backend is ``nccl`` on CUDA and ``gloo`` on CPU (the tests run 2 CPU processes). Async
+  checkpoints get a gloo group of their own (``async_checkpoint_group``): their collectives run
+  in a background thread and must not interleave with the training loop's.
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ def init_distributed(mode: str, device: str, context_parallel: int = 1) -> Dist:
     else:
         dev = torch.device("cpu")
     if mode != "none" and not dist.is_initialized():
-        backend = "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend, device_id=dev if use_cuda else None)
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
     d = Dist(rank=rank, world_size=world_size, local_rank=local_rank, mode=mode, device=dev)
     if context_parallel > 1:
         d.cp = context_parallel
@@ -101,6 +101,12 @@ def init_distributed(mode: str, device: str, context_parallel: int = 1) -> Dist:
             if start <= rank < start + context_parallel:
                 d.cp_group = group
     return d
+
+
+def async_checkpoint_group(d: Dist):
+    """A gloo group for the background thread of async checkpoints (collective: every rank
+    calls it); None for one process."""
+    return dist.new_group(backend="gloo") if d.mode != "none" else None
 
 
 def shutdown(d: Dist) -> None:

@@ -34,7 +34,7 @@ from trainer import checkpoint as ckpt_io
 from trainer.bundle import build_model, expected_provenance, siglip_width
 from trainer.config import OptimConfig, TrainConfig, load_train_config
 from trainer.data import StreamingLoader
-from trainer.distributed import Dist, init_distributed, reshard, shutdown
+from trainer.distributed import Dist, async_checkpoint_group, init_distributed, reshard, shutdown
 from trainer.ema import EMA
 from trainer.inputs import SampleTransform, TextEmbedder
 from trainer.plan import make_plan
@@ -124,7 +124,12 @@ def build(cfg: TrainConfig, d: Dist) -> Run:
         transform,
         layout,
         ckpt_io.Checkpointer(
-            out, d, cfg.keep_checkpoints, cfg.async_checkpoint, distributed=d.mode != "none"
+            out,
+            d,
+            cfg.keep_checkpoints,
+            cfg.async_checkpoint,
+            distributed=d.mode != "none",
+            async_group=async_checkpoint_group(d) if cfg.async_checkpoint else None,
         ),
     )
     print_main(d, f"global batch: {layout.describe(d.dp_world)}")

@@ -114,8 +114,9 @@ def test_ddp_resume_matches_the_uninterrupted_run(tmp_path, ddp_reference, tiny_
 
 @pytest.fixture(scope="module")
 def fsdp_reference(tmp_path_factory, tiny_models, train_root) -> Path:
+    """Checkpoints written in the background (async, on a gloo group of their own)."""
     out = tmp_path_factory.mktemp("fsdp_ref")
-    torchrun(tiny_models, train_root, out, "steps=6", "distributed=fsdp")
+    torchrun(tiny_models, train_root, out, "steps=6", "distributed=fsdp", "async_checkpoint=true")
     return out
 
 
@@ -123,7 +124,8 @@ def test_fsdp_matches_ddp(fsdp_reference, ddp_reference):
     got = [r["loss"] for r in log(fsdp_reference)]
     want = [r["loss"] for r in log(ddp_reference)]
     assert got == pytest.approx(want, rel=1e-5)
-    # FSDP checkpoints hold each rank's shards; read back whole they are the DDP run's tensors
+    # FSDP checkpoints hold each rank's shards (here written asynchronously); read back whole
+    # they are the DDP run's tensors at that step
     fsdp_w = ckpt_io.load_full(fsdp_reference / "checkpoints" / "step_00000004", "model")
     ddp_w = ckpt_io.load_full(ddp_reference / "checkpoints" / "step_00000004", "model")
     assert fsdp_w.keys() == ddp_w.keys()
