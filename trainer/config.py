@@ -8,8 +8,10 @@ strings the build recorded in the shard provenance) and ``data.root`` expanded i
 Stage defaults (SAMA.md 4): stage 0 reads image-edit pairs + plain clips with pretext tasks;
 stage 1 reads image and video pairs and starts from a stage-0 checkpoint (``init_from``).
 Choices the paper leaves open and where they are recorded: ``sem_target`` (trainer/losses.py),
-timestep sampling and shift (``flow``, trainer/losses.py), the ``none`` pretext source
-(sama/pretext.py), ``init_weights`` (below).
+timestep sampling, shift and loss weighting (``flow``, trainer/losses.py), the ``none`` pretext
+source (sama/pretext.py), ``init_weights`` and ``video_loss_share`` (below); the scale knobs
+(micro-batch sizes, ``optim.global_*``, checkpointing, offload, ``context_parallel``) are
+checked by the memory plan (trainer/plan.py) and listed in docs/decisions.md.
 """
 
 from __future__ import annotations
