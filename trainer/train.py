@@ -146,7 +146,12 @@ def check_memory(cfg: TrainConfig, d: Dist, loader: StreamingLoader) -> None:
     limit = torch.cuda.get_device_properties(d.device).total_memory / 1024**3 if cuda else None
     plan = make_plan(cfg, d.world_size, limit, loader.keys)
     peak = plan.estimate.total / 1024**3
-    print_main(d, f"memory plan: {peak:.2f} GiB per rank (peak: {plan.estimate.peak_kind})")
+    where = f"of {limit:.0f} GiB" if cuda else "on a GPU (not checked on the CPU)"
+    print_main(
+        d,
+        f"memory plan: {peak:.2f} GiB per rank {where} (peak: {plan.estimate.peak_kind} "
+        "micro-batch; `sama train CONFIG --plan` for the breakdown)",
+    )
     if cuda and cfg.plan.enforce and not plan.fits:
         raise ConfigError(plan.refusal())
 
