@@ -117,7 +117,8 @@ def dit_config(model_id: str, toy: bool) -> dict:
 
 
 def random_model(config: dict, device, siglip_dim: int):
-    """A ``SamaTransformer`` of ``config`` built on the meta device, bf16 random weights."""
+    """A ``SamaTransformer`` of ``config`` built on the meta device with random bf16 weights
+    (parameters only, as FSDP's mixed precision does: the RoPE tables keep their dtype)."""
     import torch
 
     from trainer.model import SamaConfig
@@ -127,8 +128,8 @@ def random_model(config: dict, device, siglip_dim: int):
     materialize(model, device)
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0.0, 0.02)
-    return model.to(torch.bfloat16)
+            p.data = torch.randn(p.shape, device=device, dtype=torch.bfloat16) * 0.02
+    return model
 
 
 def sample_inputs(model, s: Sizes, device, siglip_dim: int) -> dict:
