@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from tests.trainer.conftest import CONFIG_DIR, debug_overrides
-from tests.trainer.test_distributed import REPO, torchrun_env
+from tests.trainer.trainer_fixtures import REPO, torchrun_env
 from trainer import train as train_mod
 from trainer.config import load_train_config
 

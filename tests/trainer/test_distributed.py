@@ -10,7 +10,6 @@ its sample ids per rank (``log_sample_ids``) and its losses (``train_log.jsonl``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,22 +20,11 @@ import torch
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
 from tests.trainer.conftest import CONFIG_DIR, debug_overrides
+from tests.trainer.trainer_fixtures import REPO, torchrun_env
 from trainer import checkpoint as ckpt_io
 from trainer.config import load_train_config
 from trainer.distributed import init_distributed
 from trainer.train import build, train
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def torchrun_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-    }
 
 
 def torchrun(tiny_models, root, out, *extra, entry=("-m", "trainer.train"), ok=True) -> str:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.trainer.test_distributed import REPO, torchrun_env
+from tests.trainer.trainer_fixtures import REPO, torchrun_env
 from trainer.model import SamaConfig, SamaTransformer
 from trainer.sama_modules import new_modules_init
 from trainer.weights import (

@@ -8,6 +8,7 @@ embeddings of the tiny text width (32) for every prompt a row can be trained wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.fakes import fake_provenance, make_fake_clip_rows, make_fake_pair_rows, write_fake_shard
@@ -54,6 +55,20 @@ def released_names(num_layers: int) -> set[str]:
     for i in range(num_layers):
         names |= {f"blocks.{i}.{n}" for n in RELEASED_BLOCK_NAMES}
     return names
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def torchrun_env() -> dict[str, str]:
+    """Environment of the ``torchrun`` subprocesses: offline, one thread, this checkout."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 TINY_DIM = 32  # tiny SigLIP hidden size and tiny umT5 d_model (sama.encoders.tiny)
