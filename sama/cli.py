@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pipelines.cli_tools:report_main", "write a self-contained HTML report of a dataset"),
     "publish": ("pipelines.cli_tools:publish_main", "upload a dataset to the Hugging Face Hub"),
     "train": ("trainer.train:train_main", "train SAMA stage 0 / stage 1 from shards"),
+    "export": ("trainer.export:export_main", "export trained weights (DiffSynth / diffusers)"),
     "models": ("sama.cli:models_main", "model utilities (make-tiny: tiny random-weight models)"),
     "media": ("sama.cli:media_main", "sample media (make-samples: generated test videos)"),
     "demo": ("sama.demo:demo_main", "run the whole job on built-in sample data"),

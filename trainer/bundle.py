@@ -1,5 +1,9 @@
 """The model bundle a run trains: the Wan DiT + SAMA's modules, and what its shards must match.
 
+``build_model`` never holds a full copy of the DiT on any rank: meta-device build, FSDP
+sharding, then each rank reads its rows (trainer/weights.py) from ``init_from`` and the
+``dit.model_id`` base.
+
 ``expected_provenance`` is computed from the model *configs* only (no weights are loaded just
 to compare): the VAE and SigLIP config hashes come out identical to the ones the encoders
 record from their loaded models (same ``hash_model_config`` over the same config dict), and
@@ -16,7 +20,10 @@ import torch
 from sama.errors import ConfigError
 from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig
+from trainer.distributed import Dist
+from trainer.init_from import InitReport
 from trainer.model import SamaConfig, SamaTransformer
+from trainer.sama_modules import NEW_MODULES
 
 
 def siglip_width(cfg: TrainConfig) -> int:
@@ -72,43 +79,97 @@ def expected_provenance(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: TrainConfig, siglip_dim: int) -> SamaTransformer:
-    """The Wan DiT (fp32 master weights) + SAMA's modules; stage 1 loads ``init_from``."""
-    from sama.encoders._hf import check_source, quiet_hf
+def build_model(
+    cfg: TrainConfig, siglip_dim: int, d: Dist, fill: bool
+) -> tuple[SamaTransformer, torch.nn.Module, InitReport | None]:
+    """The Wan DiT + SAMA's modules, built on the meta device, sharded (FSDP) and then
+    materialised on ``d.device``; with ``fill`` its weights are read into each rank's shard
+    (a resume skips that: the checkpoint fills everything). Returns the model, its DDP
+    wrapper (the model itself otherwise) and the ``init_from`` report."""
+    from trainer.context_parallel import ContextParallel
+    from trainer.distributed import shard_model, wrap_ddp
+    from trainer.weights import load_dit_config, materialize, meta_model
 
-    check_source(cfg.dit.model_id, cfg.dit.subfolder, "dit")
     sama_cfg = SamaConfig(
         siglip_dim=siglip_dim,
         tokens_per_anchor=cfg.dit.tokens_per_anchor,
         mlp_hidden=cfg.dit.mlp_hidden,
     )
-    with quiet_hf():
-        model = SamaTransformer.from_pretrained_dit(
-            cfg.dit.model_id,
-            cfg.dit.subfolder,
-            cfg.dit.revision,
-            torch.float32,
-            sama_cfg,
-            init_seed=cfg.seed,
-        )
+    core = meta_model(load_dit_config(cfg), sama_cfg, cfg.seed)
+    if d.mode == "fsdp":
+        shard_model(core, cfg.precision == "bf16")
+    materialize(core, d.device)
+    report = load_initial_weights(cfg, core, d) if fill else None
     if cfg.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    return model
+        core.enable_gradient_checkpointing()
+        core.activation_offload = cfg.activation_offload
+    if d.cp > 1:
+        core.enable_context_parallel(ContextParallel(d.cp_group, d.cp, d.cp_rank))
+    return core, (wrap_ddp(core, d) if d.mode == "ddp" else core), report
 
 
-def init_from_checkpoint(model: SamaTransformer, cfg: TrainConfig) -> Path:
-    """Load the ``init_weights`` of the checkpoint ``init_from`` points at (a run dir works)."""
+def load_initial_weights(cfg: TrainConfig, core: SamaTransformer, d: Dist) -> InitReport | None:
+    """``init_from`` (trainer/init_from.py) over the ``dit.model_id`` base, new modules fresh."""
+    from trainer.init_from import InitReport, detect_format, file_sources
+    from trainer.sama_modules import new_modules_init
+    from trainer.weights import (
+        WeightsError,
+        dit_sources,
+        dit_weights_dir,
+        fill_parameters,
+        memory_source,
+    )
+
+    names = [n for n, _ in core.named_parameters()]
+    sources, report = {}, None
+    if cfg.init_from:
+        fmt = detect_format(cfg.init_from) if cfg.init_format == "auto" else cfg.init_format
+        if fmt == "run":
+            found = init_from_run(cfg, core, d)
+            return InitReport(f"{found} ({cfg.init_weights} weights)", "run", loaded=names)
+        sources, report = file_sources(cfg.init_from, fmt, names, len(core.dit.blocks))
+    need = [n for n in names if n not in sources]
+    new = [n for n in need if n.split(".", 1)[0] in NEW_MODULES]
+    if len(new) < len(need):
+        base = dit_sources(dit_weights_dir(cfg, d.local_rank == 0, d.barrier))
+        missing = [n for n in need if n not in new and n not in base]
+        if missing:
+            raise ConfigError(f"dit.model_id={cfg.dit.model_id!r} lacks {missing[:5]}")
+        sources.update({n: base[n] for n in need if n not in new})
+    fresh = new_modules_init(core.config, core.dim, cfg.seed)
+    sources.update({n: memory_source(fresh[n], "fresh init") for n in new})
+    try:
+        fill_parameters(core, sources)
+    except WeightsError as e:
+        where = (
+            f"init_from={cfg.init_from!r}"
+            if cfg.init_from
+            else f"dit.model_id={cfg.dit.model_id!r}"
+        )
+        raise ConfigError(f"{where} does not fit this model: {e}; check dit.* sizes") from None
+    return report
+
+
+def init_from_run(cfg: TrainConfig, core: SamaTransformer, d: Dist) -> Path:
+    """Load the ``init_weights`` of the checkpoint ``init_from`` points at (a run dir works),
+    each rank reading only its shard."""
     found = ckpt_io.latest_checkpoint(cfg.init_from)
     if found is None:
         raise ConfigError(
             f"init_from={cfg.init_from!r} holds no checkpoint (looked for "
             "checkpoints/latest and state.json); train stage 0 first"
         )
-    state = ckpt_io.load_weights(found, cfg.init_weights)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    prefix = "ema" if cfg.init_weights == "ema" else "model"
+    state = {f"{prefix}.{n}": p for n, p in core.named_parameters()}
+    stored = ckpt_io.stored_tensors(found)
+    missing = [k for k in state if k not in stored]
+    if missing:
         raise ConfigError(
-            f"init_from checkpoint {found} does not fit this model: missing "
-            f"{missing[:5]}, unexpected {unexpected[:5]}; check dit.* sizes"
+            f"init_from checkpoint {found} does not fit this model: missing {missing[:5]}; "
+            "check dit.* sizes"
         )
+    wrong = [k for k in state if tuple(stored[k][0]) != tuple(state[k].shape)]
+    if wrong:
+        raise ConfigError(f"init_from checkpoint {found}: shapes differ for {wrong[:5]}")
+    ckpt_io.load_tensors(found, state, distributed=d.mode != "none")
     return found

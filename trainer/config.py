@@ -8,8 +8,10 @@ strings the build recorded in the shard provenance) and ``data.root`` expanded i
 Stage defaults (SAMA.md 4): stage 0 reads image-edit pairs + plain clips with pretext tasks;
 stage 1 reads image and video pairs and starts from a stage-0 checkpoint (``init_from``).
 Choices the paper leaves open and where they are recorded: ``sem_target`` (trainer/losses.py),
-timestep sampling and shift (``flow``, trainer/losses.py), the ``none`` pretext source
-(sama/pretext.py), ``init_weights`` (below).
+timestep sampling, shift and loss weighting (``flow``, trainer/losses.py), the ``none`` pretext
+source (sama/pretext.py), ``init_weights`` and ``video_loss_share`` (below); the scale knobs
+(micro-batch sizes, ``optim.global_*``, checkpointing, offload, ``context_parallel``) are
+checked by the memory plan (trainer/plan.py) and listed in docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sama.errors import ConfigError
 from sama.pretext import PretextConfig
 from trainer.data import DataConfig, SourceConfig
 from trainer.losses import FlowConfig
+from trainer.plan import PlanConfig
 from trainer.sampling import ValidationConfig
 
 ROOT_KINDS = ("image_pairs", "video_pairs", "clips")
@@ -128,6 +131,11 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = "constant"  # after warmup
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm; 0 = off
+    # Samples per optimizer step over all ranks (SAMA.md 4: 448 images + 112 videos); reached
+    # by gradient accumulation over micro-batches of data.image/video_batch_size. 0 = one
+    # micro-batch per rank per step, mixed by data.video_batch_ratio (no accumulation).
+    global_images: int = 0
+    global_videos: int = 0
 
     def validate(self) -> None:
         check(self.lr > 0, f"optim.lr must be > 0 (paper: 2e-5), got {self.lr}")
@@ -142,6 +150,10 @@ class OptimConfig:
             f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}",
         )
         check(self.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        check(
+            self.global_images >= 0 and self.global_videos >= 0,
+            "optim.global_images / global_videos must be >= 0 (0 = no accumulation)",
+        )
 
 
 def _pretext_default() -> PretextConfig:
@@ -165,8 +177,13 @@ class TrainConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     siglip: SiglipConfig = field(default_factory=SiglipConfig)
     check_provenance: bool = True
-    init_from: str = ""  # stage 1: a stage-0 run dir or checkpoint dir
-    # Which stage-0 weights start stage 1 (open): the EMA, the model the paper would ship.
+    # Weights to start from (trainer/init_from.py): a previous run or checkpoint dir (stage 1:
+    # the stage-0 run), a diffusers dir (WanTransformer3DModel, or a `sama export` dir), or a
+    # released SAMA/Wan checkpoint in DiffSynth names (.safetensors file, index or folder),
+    # loaded over dit.model_id non-strictly; the run log lists loaded/kept/ignored keys.
+    init_from: str = ""
+    init_format: Literal["auto", "run", "diffusers", "diffsynth"] = "auto"
+    # Which weights of a run start the next (open): the EMA, the model the paper would ship.
     init_weights: Literal["ema", "model"] = "ema"
     output_dir: str = "out/train"
     resume: Literal["auto", "never"] = "auto"  # auto: continue from OUTPUT/checkpoints/latest
@@ -178,7 +195,16 @@ class TrainConfig:
     sem_loss_weight: float = 0.1  # L = L_FM + 0.1 L_sem (SAMA.md 2)
     sem_target: Literal["velocity", "clean"] = "velocity"  # open; see trainer/losses.py
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16: autocast (fp32 master weights)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # per DiT block; only block inputs stay saved
+    activation_offload: bool = False  # checkpointed block inputs kept in pinned host memory
+    # Ranks that split one sample's tokens (Ulysses all-to-all around self-attention,
+    # trainer/context_parallel.py); divides the world size and the DiT's head count.
+    context_parallel: int = 1
+    # Share of each optimizer step's loss from video samples (images: the rest); within a kind
+    # every sample weighs the same. 0.5 = the paper's 28 image + 28 video batches, each batch
+    # mean weighted equally (SAMA.md 4). A step holding one kind gives it the whole weight.
+    video_loss_share: float = 0.5
+    async_checkpoint: bool = False  # write checkpoints in the background (staged on the host)
     text_pad_tokens: int = 512  # prompt embeddings zero-padded to this length, as WanPipeline
     steps: int = 1000
     log_every: int = 10
@@ -189,14 +215,23 @@ class TrainConfig:
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: ddp under torchrun
     log_sample_ids: bool = False  # write every step's sample ids per rank (tests, debugging)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
     def validate(self) -> None:
         check(self.stage in (0, 1), f"stage must be 0 or 1, got {self.stage}")
         check(bool(self.output_dir), "output_dir is empty; set output_dir=DIR")
         check(
-            bool(self.data.root or self.data.sources),
-            "no training data: set data.root=DATASET (a `sama build` output directory or URI) "
-            "or list data.sources",
+            self.context_parallel >= 1,
+            f"context_parallel must be >= 1 (1 = off), got {self.context_parallel}",
+        )
+        check(
+            not self.activation_offload or self.gradient_checkpointing,
+            "activation_offload keeps the checkpointed block inputs on the host; it needs "
+            "gradient_checkpointing=true",
+        )
+        check(
+            0.0 <= self.video_loss_share <= 1.0,
+            f"video_loss_share must be in [0, 1] (paper: 0.5), got {self.video_loss_share}",
         )
         check(
             0 <= self.ema_decay < 1,
@@ -235,8 +270,16 @@ class TrainConfig:
             ("siglip", self.siglip.model_id),
         ]
 
-    def resolved(self) -> TrainConfig:
-        """``{models_dir}`` substituted in the model ids, ``data.root`` expanded into sources."""
+    def check_has_data(self) -> None:
+        check(
+            bool(self.data.root or self.data.sources),
+            "no training data: set data.root=DATASET (a `sama build` output directory or URI) "
+            "or list data.sources",
+        )
+
+    def resolved(self, expand_data: bool = True) -> TrainConfig:
+        """``{models_dir}`` substituted in the model ids, ``data.root`` expanded into sources
+        (left as is with ``expand_data=False``: ``--plan`` and ``--print-config``)."""
         models_dir = str(Path(self.models_dir).expanduser()) if self.models_dir else ""
 
         def sub(section):
@@ -250,12 +293,17 @@ class TrainConfig:
             text_encoder=sub(self.text_encoder),
             vae=sub(self.vae),
             siglip=sub(self.siglip),
-            data=self.data.expanded(self.stage),
+            data=self.data.expanded(self.stage) if expand_data else self.data,
         )
 
 
 def load_train_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None, overrides: list[str] | None = None, require_data: bool = True
 ) -> TrainConfig:
-    """Defaults <- YAML at ``path`` <- ``a.b=value`` overrides; validated and resolved."""
-    return load_config(TrainConfig, path, overrides).resolved()
+    """Defaults <- YAML at ``path`` <- ``a.b=value`` overrides; validated and resolved. Without
+    ``require_data`` (``--plan``, ``--print-config``) no data is needed and none is listed."""
+    cfg = load_config(TrainConfig, path, overrides)
+    if not require_data:
+        return cfg.resolved(expand_data=False)
+    cfg.check_has_data()
+    return cfg.resolved()

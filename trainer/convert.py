@@ -129,6 +129,32 @@ def map_released_names(names: Iterable[str]) -> dict[str, str]:
     return {name: table[s] for name, s in stripped.items()}
 
 
+def map_released_names_lenient(
+    names: Iterable[str], num_layers: int
+) -> tuple[dict[str, str], list[str]]:
+    """Non-strict mapping for ``init_from`` (the reference loads with ``strict=False`` over the
+    Wan2.1 base): ``(stored name -> our name, stored names that map to nothing)``. Names are
+    matched against a model of ``num_layers`` blocks; what the model has and the checkpoint
+    lacks is the caller's to keep."""
+    table = released_name_table(num_layers)
+    mapping: dict[str, str] = {}
+    ignored: list[str] = []
+    for name in names:
+        ours = table.get(_strip_prefix(name))
+        if ours is None:
+            ignored.append(name)
+        elif ours in mapping.values():
+            raise CheckpointMismatchError(f"{name}: the same parameter appears twice")
+        else:
+            mapping[name] = ours
+    return mapping, sorted(ignored)
+
+
+def diffsynth_names(num_layers: int) -> dict[str, str]:
+    """Our name -> released (DiffSynth) name: the inverse of ``released_name_table``."""
+    return {ours: released for released, ours in released_name_table(num_layers).items()}
+
+
 def convert_sama_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a released SAMA state dict onto `SamaTransformer.state_dict()` names (no copies)."""
     mapping = map_released_names(state_dict)

@@ -1,14 +1,18 @@
-"""Process group, device and model wrapping for ``torchrun`` (DDP or FSDP), and full state dicts.
+"""Process group, device, context-parallel groups and model wrapping for ``torchrun``.
 
 - ``none``: one process. ``ddp``: ``DistributedDataParallel``, every rank holds the whole model
   (fine up to a few billion parameters). ``fsdp``: FSDP2 ``fully_shard`` on every DiT block and
-  then the whole model, parameters/gradients/optimizer state sharded across ranks, which is what
-  the 14B DiT needs (bf16 compute via ``MixedPrecisionPolicy``, fp32 master weights and
-  gradient reduction). ``auto``: ``ddp`` when ``torchrun`` started more than one process.
-- The backend is ``nccl`` on CUDA and ``gloo`` on CPU (the tests run 2 CPU processes).
-- Checkpoints always hold *full* (unsharded) tensors under the unwrapped module's names, so a
-  run can resume or initialise with a different strategy; ``full_*`` / ``load_full_*`` hide the
-  difference (under FSDP they are collectives: every rank must call them).
+  then the whole model, applied on the meta device before any weight exists
+  (trainer/weights.py): parameters, gradients, optimizer state and EMA are sharded across
+  ranks, which is what the 14B DiT needs (bf16 compute via ``MixedPrecisionPolicy``, fp32
+  master weights and gradient reduction). ``auto``: ``ddp`` when ``torchrun`` started more
+  than one process.
+- ``context_parallel = c``: consecutive groups of ``c`` ranks split one sample's tokens
+  (trainer/context_parallel.py). They see the same batches, so the loader's rank is the
+  data-parallel rank ``rank // c`` of ``world_size // c``. FSDP still shards over all ranks.
+- The backend is ``nccl`` on CUDA and ``gloo`` on CPU (the tests run 2 CPU processes). Async
+  checkpoints get a gloo group of their own (``async_checkpoint_group``): their collectives run
+  in a background thread and must not interleave with the training loop's.
 """
 
 from __future__ import annotations
@@ -31,30 +35,38 @@ class Dist(RankInfo):
     local_rank: int = 0
     mode: str = "none"  # "none" | "ddp" | "fsdp"
     device: torch.device = torch.device("cpu")
+    cp: int = 1  # context-parallel group size
+    cp_group: Any = None  # this rank's group (None when cp == 1)
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.cp
+
+    @property
+    def dp_world(self) -> int:
+        return self.world_size // self.cp
+
+    @property
+    def cp_rank(self) -> int:
+        return self.rank % self.cp
 
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
 
-    def all_reduce_mean(self, values: list[float]) -> list[float]:
+    def all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        """Sum (or max) of ``values`` over every rank, in float64."""
         if self.world_size == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t)
-        return (t / self.world_size).tolist()
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return t.tolist()
 
     def all_reduce_max(self, value: int) -> int:
-        if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.int64, device=self._comm_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
-
-    def _comm_device(self) -> torch.device:
-        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        return int(self.all_reduce([float(value)], "max")[0])
 
 
-def init_distributed(mode: str, device: str) -> Dist:
+def init_distributed(mode: str, device: str, context_parallel: int = 1) -> Dist:
     """Read torchrun's environment, pick the device, start the process group when needed."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -66,6 +78,11 @@ def init_distributed(mode: str, device: str) -> Dist:
             f"distributed=none but torchrun started {world_size} processes; "
             "set distributed=ddp or distributed=fsdp"
         )
+    if world_size % context_parallel:
+        raise ConfigError(
+            f"context_parallel={context_parallel} does not divide the {world_size} ranks; use "
+            f"a divisor of {world_size}"
+        )
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or auto")
@@ -76,7 +93,20 @@ def init_distributed(mode: str, device: str) -> Dist:
         dev = torch.device("cpu")
     if mode != "none" and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
-    return Dist(rank=rank, world_size=world_size, local_rank=local_rank, mode=mode, device=dev)
+    d = Dist(rank=rank, world_size=world_size, local_rank=local_rank, mode=mode, device=dev)
+    if context_parallel > 1:
+        d.cp = context_parallel
+        for start in range(0, world_size, context_parallel):  # every rank makes every group
+            group = dist.new_group(list(range(start, start + context_parallel)))
+            if start <= rank < start + context_parallel:
+                d.cp_group = group
+    return d
+
+
+def async_checkpoint_group(d: Dist):
+    """A gloo group for the background thread of async checkpoints (collective: every rank
+    calls it); None for one process."""
+    return dist.new_group(backend="gloo") if d.mode != "none" else None
 
 
 def shutdown(d: Dist) -> None:
@@ -84,26 +114,27 @@ def shutdown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
-    """DDP / FSDP2 wrapper around ``model`` (already on ``d.device``); ``model`` itself for none."""
-    if d.mode == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
+def shard_model(model: nn.Module, bf16: bool) -> None:
+    """FSDP2 on every DiT block, then the root (in place; works on the meta device)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        ids = [d.local_rank] if d.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
-    if d.mode == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    # SamaTransformer returns views (the unpatchified velocity); FSDP2 warns that in-place ops
+    # on them would skip its backward hook. The loss only reads them out of place.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view")
+    mp = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
+    )
+    for block in model.dit.blocks:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
 
-        # SamaTransformer returns views (the unpatchified velocity); FSDP2 warns that in-place
-        # ops on them would skip its backward hook. The loss only reads them out of place.
-        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view")
-        mp = MixedPrecisionPolicy(
-            param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
-        )
-        for block in model.dit.blocks:
-            fully_shard(block, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
-    return model
+
+def wrap_ddp(model: nn.Module, d: Dist) -> nn.Module:
+    """``DistributedDataParallel`` around ``model`` (already on ``d.device``, weights loaded)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [d.local_rank] if d.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -113,63 +144,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _options(full: bool = True):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=full, cpu_offload=True)
-
-
-def full_model_state(model: nn.Module, d: Dist) -> dict[str, torch.Tensor]:
-    """Unsharded weights under the unwrapped names (complete on rank 0; collective on FSDP)."""
-    if d.mode == "fsdp":
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        return get_model_state_dict(model, options=_options())
-    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-
-
-def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor], d: Dist) -> None:
-    if d.mode == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
-        return
-    unwrap(model).load_state_dict(state, strict=True)
-
-
-def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, d: Dist) -> dict[str, Any]:
-    if d.mode == "fsdp":
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-        return get_optimizer_state_dict(model, opt, options=_options())
-    return opt.state_dict()
-
-
-def load_full_optimizer_state(
-    model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], d: Dist
-) -> None:
-    if d.mode == "fsdp":
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
-
-        set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
-        return
-    opt.load_state_dict(state)
+def reshard(model: nn.Module) -> None:
+    """After a no-grad forward FSDP2 leaves the root's parameters unsharded (it expects a
+    backward); put them back so optimizer, EMA and state dicts see the sharded ones."""
+    if hasattr(model, "reshard"):
+        model.reshard()
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """A DTensor (FSDP shard) gathered to a full CPU tensor; a plain tensor moved to the CPU."""
     return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
-
-
-def like_shard(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``full`` laid out like ``ref`` (sharded the same way when ``ref`` is a DTensor)."""
-    if hasattr(ref, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(
-            full.to(ref.device_mesh.device_type), ref.device_mesh, ref.placements
-        )
-    return full.to(ref.device)

@@ -125,6 +125,14 @@ class TextEmbedder:
         self.cache_size = cache_size
         self.online_prompts = 0
 
+    def release(self) -> None:
+        """Free the encoder (umT5-XXL is ~11 GB); cached embeddings stay."""
+        if self.encoder is not None:
+            from trainer.sampling import free_memory
+
+            self.encoder = None
+            free_memory()
+
     def embed(self, prompts: list[str]) -> list[torch.Tensor]:
         missing = [p for p in dict.fromkeys(prompts) if p not in self.cache]
         if missing:

@@ -7,11 +7,20 @@ the target latents and denoised jointly (SAMA.md 2). ``L = L_FM + w_sem * L_sem`
 
 Timesteps. ``t`` is drawn per sample from ``(seed, sample_id, epoch, "flow")`` (rule 6), so a
 sample's noise and timestep do not depend on which rank or batch it lands in: that is what
-makes resume exact and distributed runs rank-count independent. The default, uniform ``t``
-then the shift ``t' = s t / (1 + (s - 1) t)`` with ``s = 5``, is what DiffSynth-Studio's Wan
-training does (``FlowMatchScheduler(shift=5)``, ``set_timesteps(1000, training=True)``, a
-uniform draw over that shifted grid), and SAMA's release builds on DiffSynth; it is also the
-inference shift of SAMA.md 5. Logit-normal (SD3) is offered as an option.
+makes resume exact and distributed runs rank-count independent. The default is uniform ``t``
+then the shift ``t' = s t / (1 + (s - 1) t)`` with ``s = 5``: the continuous form of
+DiffSynth-Studio's Wan training draw (``FlowMatchScheduler("Wan")``, ``set_timesteps(1000,
+training=True)``, then one of the 1000 grid points ``shift(linspace(1, 0, 1001)[:-1])``
+uniformly), on which SAMA's release builds; it is also the inference shift of SAMA.md 5.
+Logit-normal (SD3) is offered as an option.
+
+Loss weighting (``flow.loss_weighting``, open: SAMA's training loss is unreleased). DiffSynth
+multiplies each sample's loss by ``scheduler.training_weight(t)``: on its grid of timesteps
+``x = 1000 sigma``, ``y = exp(-2 ((x - 500) / 1000)^2)``, ``w = (y - min y) * 1000 / sum(y - min
+y)``, looked up at the grid point nearest ``t`` (about 1.9 at t = 0.36, 0.07 at t = 0.99 with
+shift 5; modelscope/DiffSynth-Studio ``diffsynth/diffusion/flow_match.py``,
+``set_training_weight``). ``diffsynth`` applies exactly that to the whole per-sample loss
+(``L_FM + 0.1 L_sem``); ``none`` (default) weights every ``t`` the same.
 
 Semantic target (SAMA.md 2, open): ``"velocity"`` (default) regresses the head on
 ``noise_sem - anchors`` because the released sampler steps the head output as a velocity with
@@ -46,6 +55,7 @@ class FlowConfig:
     logit_std: float = 1.0  # logit_normal only
     t_min: float = 0.0  # clamp of the final t (after the shift)
     t_max: float = 1.0
+    loss_weighting: Literal["none", "diffsynth"] = "none"  # see the module docstring
 
     def validate(self) -> None:
         check(self.shift > 0, f"flow.shift must be > 0 (Wan trains with 5), got {self.shift}")
@@ -59,6 +69,29 @@ class FlowConfig:
 def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
     """Wan / SD3 timestep shift ``s t / (1 + (s - 1) t)``; maps [0, 1] onto [0, 1]."""
     return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+DIFFSYNTH_STEPS = 1000  # DiffSynth's set_timesteps(1000, training=True)
+
+
+def diffsynth_grid(shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiffSynth's Wan training grid: ``(timesteps on the 0..1000 scale, training weights)``,
+    computed as its ``set_timesteps_wan`` + ``set_training_weight`` do (float32)."""
+    sigmas = torch.linspace(1.0, 0.0, DIFFSYNTH_STEPS + 1)[:-1]
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    x = sigmas * WAN_TIMESTEP_SCALE
+    y = torch.exp(-2 * ((x - DIFFSYNTH_STEPS / 2) / DIFFSYNTH_STEPS) ** 2)
+    y_shifted = y - y.min()
+    return x, y_shifted * (DIFFSYNTH_STEPS / y_shifted.sum())
+
+
+def loss_weight(cfg: FlowConfig, t_B: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss weight for ``t_B`` in [0, 1] (float32, shape (B,))."""
+    if cfg.loss_weighting == "none":
+        return torch.ones(t_B.shape, dtype=torch.float32)
+    timesteps, weights = diffsynth_grid(cfg.shift)
+    nearest = (timesteps[None, :] - t_B.float().cpu()[:, None] * WAN_TIMESTEP_SCALE).abs()
+    return weights[nearest.argmin(dim=1)]
 
 
 def sample_timestep(cfg: FlowConfig, generator: torch.Generator) -> float:
@@ -105,7 +138,7 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, t_B: torch.Tensor) -> to
 
 @dataclass
 class LossTerms:
-    """Per-sample loss terms (float32, shape (B,)); ``total`` = fm + w_sem * sem."""
+    """Per-sample loss terms (float32, shape (B,)); ``total`` = weight * (fm + w_sem * sem)."""
 
     fm_B: torch.Tensor
     sem_B: torch.Tensor
@@ -124,11 +157,13 @@ def sama_loss(
     semantic_noise_BNS: torch.Tensor | None = None,
     sem_weight: float = 0.1,
     sem_target: Literal["velocity", "clean"] = "velocity",
+    weight_B: torch.Tensor | None = None,
 ) -> LossTerms:
     """Run ``model`` on one shape-homogeneous batch and return its per-sample losses.
 
     ``model`` is a ``SamaTransformer`` (or its DDP/FSDP wrapper): ``model(noisy_target,
     timestep, text, source, semantic_noisy, mask) -> (velocity, semantic_pred | None)``.
+    ``weight_B`` (``loss_weight``) scales ``total`` only; ``fm`` and ``sem`` stay unweighted.
     """
     noisy_BCTHW = add_noise(target_BCTHW, noise_BCTHW, t_B)
     semantic_noisy_BNS = None
@@ -154,7 +189,10 @@ def sama_loss(
         else:
             sem_goal = anchors_BNS
         sem_B = (semantic_pred_BNS.float() - sem_goal.float()).abs().flatten(1).mean(1)
-    return LossTerms(fm_B, sem_B, fm_B + sem_weight * sem_B)
+    total_B = fm_B + sem_weight * sem_B
+    if weight_B is not None:
+        total_B = total_B * weight_B.to(total_B.device)
+    return LossTerms(fm_B, sem_B, total_B)
 
 
 def semantic_velocity(

@@ -19,15 +19,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sama.errors import ConfigError, require
-from trainer.sama_modules import (  # split out; imported from here as before
+from trainer.offload import offload_input
+from trainer.sama_modules import (
     NEW_MODULES,
     SEMANTIC,
     SOURCE,
     TARGET,
     SamaConfig,
-    SemanticHead,
-    SiglipFeatMLP,
     TokenLayout,
+    make_new_modules,
 )
 
 require("torch", "models")
@@ -38,6 +38,8 @@ import torch  # noqa: E402
 from diffusers import WanTransformer3DModel  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
+
+from trainer.context_parallel import ContextParallel, UlyssesWanAttnProcessor  # noqa: E402
 
 SAMA_CONFIG_FILE = "sama_config.json"
 SAMA_MODULES_FILE = "sama_modules.safetensors"
@@ -61,17 +63,13 @@ class SamaTransformer(nn.Module):
             )
         self.config = config or SamaConfig()
         self.dit = dit
-        cfg, dim = self.config, self.dim
         like = dit.patch_embedding.weight
         # The new modules' init is seeded on its own so it never depends on the global RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            self.segment_embedding = nn.Embedding(cfg.num_types, dim)
-            nn.init.normal_(self.segment_embedding.weight, std=cfg.segment_embedding_std)
-            self.siglip_feat_mlp = SiglipFeatMLP(cfg.siglip_dim, cfg.mlp_hidden, dim)
-            self.semantic_head = SemanticHead(dim, cfg.siglip_dim, cfg.semantic_head_bias_std)
-        for name in NEW_MODULES:
-            getattr(self, name).to(device=like.device, dtype=like.dtype)
+        for name, module in make_new_modules(self.config, self.dim, init_seed).items():
+            setattr(self, name, module.to(device=like.device, dtype=like.dtype))
+        self.cp: ContextParallel | None = None  # context parallelism (enable_context_parallel)
+        self.activation_offload = False  # checkpointed block inputs on the host (offload.py)
+        self.offload_stats: dict[str, int] = {}
 
     @property
     def dim(self) -> int:
@@ -93,6 +91,19 @@ class SamaTransformer(nn.Module):
     @property
     def gradient_checkpointing(self) -> bool:
         return bool(self.dit.gradient_checkpointing)
+
+    def enable_context_parallel(self, cp: ContextParallel | None) -> None:
+        """Split every sequence over ``cp``'s group (None: back to the plain forward)."""
+        from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+        heads = self.dit.config.num_attention_heads
+        if cp is not None and heads % cp.size:
+            raise ConfigError(
+                f"context_parallel={cp.size} must divide the DiT's {heads} attention heads"
+            )
+        self.cp = cp
+        for block in self.dit.blocks:
+            block.attn1.set_processor(UlyssesWanAttnProcessor(cp) if cp else WanAttnProcessor())
 
     # -- sequence construction (SAMA.md 1) --------------------------------------------------------
 
@@ -195,15 +206,22 @@ class SamaTransformer(nn.Module):
         # One timestep per sample: every token, clean source included, gets the same AdaLN.
         temb_BD, tproj_B6D, text_BLtD, _ = self.dit.condition_embedder(timestep_B, text_BLtDt)
         tproj_B6D = tproj_B6D.unflatten(1, (6, -1))
-        checkpointing = torch.is_grad_enabled() and self.dit.gradient_checkpointing
+        if self.cp is not None:  # this rank's tokens from here to the heads
+            self.cp.length = hidden_BLD.shape[1]
+            hidden_BLD = self.cp.split(hidden_BLD)
+            rotary = (self.cp.split(rotary[0]), self.cp.split(rotary[1]))
         for block in self.dit.blocks:
-            if checkpointing:
-                hidden_BLD = self.dit._gradient_checkpointing_func(
-                    block, hidden_BLD, text_BLtD, tproj_B6D, rotary
-                )
-            else:
-                hidden_BLD = block(hidden_BLD, text_BLtD, tproj_B6D, rotary)
+            hidden_BLD = self._run_block(block, hidden_BLD, text_BLtD, tproj_B6D, rotary)
         return hidden_BLD, temb_BD, layout
+
+    def _run_block(self, block, hidden_BLD, text_BLtD, tproj_B6D, rotary) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.dit.gradient_checkpointing):
+            return block(hidden_BLD, text_BLtD, tproj_B6D, rotary)
+        ckpt = self.dit._gradient_checkpointing_func
+        if not self.activation_offload:
+            return ckpt(block, hidden_BLD, text_BLtD, tproj_B6D, rotary)
+        with offload_input(hidden_BLD, self.offload_stats):
+            return ckpt(block, hidden_BLD, text_BLtD, tproj_B6D, rotary)
 
     def forward(
         self,
@@ -228,18 +246,21 @@ class SamaTransformer(nn.Module):
             semantic_noisy_BNS,
             encoder_attention_mask,
         )
+        # The semantic head runs on the raw block outputs, before norm_out: the released code
+        # does this, and the head has its own LayerNorm; norm_out's AdaLN is the video head's.
         semantic_BNS = None
-        if layout.num_semantic:
-            # On the raw block outputs, before norm_out: the released code does this, and the
-            # head has its own LayerNorm; norm_out's AdaLN belongs to the video head.
-            semantic_BNS = self.semantic_head(hidden_BLD[:, layout.semantic])
-        velocity_BCTHW = self._video_head(hidden_BLD[:, layout.target], temb_BD, layout.target_grid)
-        return velocity_BCTHW, semantic_BNS
+        if self.cp is None:
+            if layout.num_semantic:
+                semantic_BNS = self.semantic_head(hidden_BLD[:, layout.semantic])
+            target_BLP = self._head_tokens(hidden_BLD[:, layout.target], temb_BD)
+        else:  # per-token heads on this rank's tokens, then every rank's outputs
+            if layout.num_semantic:
+                semantic_BNS = self.cp.gather(self.semantic_head(hidden_BLD))[:, layout.semantic]
+            target_BLP = self.cp.gather(self._head_tokens(hidden_BLD, temb_BD))[:, layout.target]
+        return self._unpatchify(target_BLP, layout.target_grid), semantic_BNS
 
-    def _video_head(
-        self, target_BLD: torch.Tensor, temb_BD: torch.Tensor, grid: tuple[int, int, int]
-    ) -> torch.Tensor:
-        """Wan's AdaLN output head + unpatchify, on the target tokens.
+    def _head_tokens(self, target_BLD: torch.Tensor, temb_BD: torch.Tensor) -> torch.Tensor:
+        """Wan's AdaLN output head, token by token: ``(B, L, D) -> (B, L, C * patch volume)``.
 
         SAMA runs the head on all tokens and keeps the last ones; norm_out and proj_out act on
         each token alone, so running them on the target tokens only gives the same numbers.
@@ -249,7 +270,9 @@ class SamaTransformer(nn.Module):
             2, dim=1
         )
         x_BLD = (dit.norm_out(target_BLD.float()) * (1 + scale_B1D) + shift_B1D).type_as(target_BLD)
-        x_BLP = dit.proj_out(x_BLD)
+        return dit.proj_out(x_BLD)
+
+    def _unpatchify(self, x_BLP: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         p_t, p_h, p_w = self.patch_size
         t, h, w = grid
         x = x_BLP.reshape(x_BLP.shape[0], t, h, w, p_t, p_h, p_w, -1)

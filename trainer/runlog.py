@@ -1,9 +1,11 @@
 """Training logs: one line per logging window to stdout and ``OUTPUT/train_log.jsonl``.
 
-Each record: step, mean losses (``loss`` = ``fm`` + w * ``sem``) over the window and over the
-ranks, learning rate, grad norm, samples/s (all ranks), seconds per step, and the data-wait
-share: time blocked in ``next(loader)`` over the window's wall time (on CUDA the window ends
-with a synchronize, so the wall time is the real one). ``log_samples`` writes each step's
+Each record: step, the step objective averaged over the window (``loss``: the weighted sum over
+every rank's samples, trainer/step.py; ``fm`` and ``sem`` are its two terms with the same
+sample weights but without ``flow.loss_weighting``, so ``loss`` = ``fm`` + w * ``sem`` when
+that is ``none``), learning rate, grad norm, samples/s (all ranks), seconds per step, and the
+data-wait share: time blocked in ``next(loader)`` over the window's wall time (on CUDA the
+window ends with a synchronize, so the wall time is the real one). ``log_samples`` writes each step's
 sample ids, epoch and pretext tasks per rank (``samples_rank{r}.jsonl``).
 """
 
@@ -41,16 +43,18 @@ class Window:
         if run.d.device.type == "cuda":
             torch.cuda.synchronize(run.d.device)
         wall = time.perf_counter() - self.start
-        keys = ("loss", "fm", "sem")
+        d, keys = run.d, ("loss", "fm", "sem")
         local = [sum(float(x[k]) for x in self.losses) / len(self.losses) for k in keys]
-        mean = run.d.all_reduce_mean([*local, float(grad_norm), self.wait_s / wall])
-        samples = self.samples * run.d.world_size
+        # each context-parallel group holds its samples once per rank: divide by its size
+        summed = [x / d.cp for x in d.all_reduce(local)]
+        wait = d.all_reduce([self.wait_s / wall])[0] / d.world_size
+        samples = self.samples * d.dp_world
         return {
             "step": step,
-            **dict(zip(keys, mean[:3], strict=True)),
+            **dict(zip(keys, summed, strict=True)),
             "lr": lr,
-            "grad_norm": mean[3],
-            "data_wait_share": mean[4],
+            "grad_norm": float(grad_norm),
+            "data_wait_share": wait,
             "step_s": wall / self.steps,
             "samples_per_s": samples / wall,
             "epoch": run.loader.epoch,
@@ -78,6 +82,7 @@ def log_samples(run: Run, step: int, batch: dict[str, Any]) -> None:
     rec = {
         "step": step,
         "rank": run.d.rank,
+        "micro": batch["batch_index"],
         "epoch": batch["epoch"],
         "padding": batch["padding"],
         "ids": list(batch["rng_id"]),

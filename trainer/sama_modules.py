@@ -85,6 +85,26 @@ class SemanticHead(nn.Module):
         return self.proj(self.norm(hidden_BND.to(self.norm.weight.dtype)))
 
 
+def make_new_modules(cfg: SamaConfig, dim: int, init_seed: int) -> dict[str, nn.Module]:
+    """SAMA's three modules, initialised from ``init_seed`` alone (the global RNG is left as it
+    was), so a model built on the meta device gets the same values from a CPU copy."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        segment = nn.Embedding(cfg.num_types, dim)
+        nn.init.normal_(segment.weight, std=cfg.segment_embedding_std)
+        mlp = SiglipFeatMLP(cfg.siglip_dim, cfg.mlp_hidden, dim)
+        head = SemanticHead(dim, cfg.siglip_dim, cfg.semantic_head_bias_std)
+    return dict(zip(NEW_MODULES, (segment, mlp, head), strict=True))
+
+
+def new_modules_init(cfg: SamaConfig, dim: int, init_seed: int) -> dict[str, torch.Tensor]:
+    """``make_new_modules``' values under the model's names (``segment_embedding.weight``...)."""
+    out = {}
+    for name, module in make_new_modules(cfg, dim, init_seed).items():
+        out.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    return out
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Where each part sits in the joint sequence [source | semantic | target]."""

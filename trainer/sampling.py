@@ -111,6 +111,15 @@ def _velocity(model, x_BCTHW, s_BNS, t_B, branch: Conditioning, source_BCTHW, se
     return v.float(), sem
 
 
+def free_memory() -> None:
+    """Return freed encoder memory: Python's references, then the CUDA cache."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def frame_strip(rows: list[torch.Tensor], max_frames: int = 8):
     """Rows of uint8 frames ``[T, H, W, 3]`` -> one PIL image, ``max_frames`` columns at most.
 
@@ -150,6 +159,10 @@ class Validator:
     The inputs are the first ``num_samples`` samples of a fresh single-process loader's first
     batch (same sources, same per-sample transform), so they are the same on every run and
     after every resume. Rows of a strip: source (if any), sample, target, decoded by the VAE.
+    Text is padded to ``text_pad_tokens`` exactly as in training (Wan's text embedder maps the
+    zero padding to non-zero tokens that the unmasked cross-attention sees, so the padded
+    length is part of the conditioning). The samples are split across data-parallel ranks; the
+    VAE is loaded for writing and freed afterwards.
     """
 
     def __init__(
@@ -160,9 +173,11 @@ class Validator:
         sem_target: str,
         siglip_dim: int,
         autocast,
+        text_pad_tokens: int,
     ) -> None:
         self.cfg, self.out_dir, self.vae_cfg = cfg, Path(out_dir), vae_cfg
         self.sem_target, self.siglip_dim, self.autocast = sem_target, siglip_dim, autocast
+        self.text_pad_tokens = text_pad_tokens
         self.samples: list[dict] | None = None
         self.vae = None
 
@@ -187,23 +202,44 @@ class Validator:
             {k: batch[k][i] if batch.get(k) is not None else None for k in keys} for i in range(n)
         ]
 
-    @torch.no_grad()
-    def run(
-        self, model: torch.nn.Module, step: int, text, device: torch.device, write: bool
-    ) -> dict[str, float]:
-        """Sample every validation input with ``model`` (all ranks under FSDP; ``write`` on the
-        rank that decodes and saves). Returns ``{"val_latent_mse": ...}``."""
-        from sama.rng import torch_generator
+    def conditioning(
+        self, s: dict, text, device: torch.device
+    ) -> tuple[Conditioning, Conditioning]:
+        """Prompt and negative prompt, each padded to ``text_pad_tokens`` as in training."""
         from trainer.inputs import pad_text
 
-        assert self.samples is not None, "call prepare() first"
         neg = text.embed([self.cfg.negative_prompt])[0]
-        mses = []
-        for i, s in enumerate(self.samples):
-            embed = s["text_embed"] if s["text_embed"] is not None else text.embed([s["prompt"]])[0]
-            pad = max(embed.shape[0], neg.shape[0])
-            cond = Conditioning(*[x.to(device) for x in pad_text([embed], pad)])
-            uncond = Conditioning(*[x.to(device) for x in pad_text([neg], pad)])
+        embed = s["text_embed"] if s["text_embed"] is not None else text.embed([s["prompt"]])[0]
+        cond = Conditioning(*[x.to(device) for x in pad_text([embed], self.text_pad_tokens)])
+        uncond = Conditioning(*[x.to(device) for x in pad_text([neg], self.text_pad_tokens)])
+        return cond, uncond
+
+    @torch.no_grad()
+    def run(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        text,
+        device: torch.device,
+        write: bool,
+        rank: int = 0,
+        world: int = 1,
+        lockstep: bool = False,
+    ) -> tuple[float, int]:
+        """Sample this rank's share (samples ``rank, rank + world, ...``) with ``model``; write
+        their strips when ``write``. ``lockstep`` (FSDP, context parallelism: every forward
+        is a collective) makes every rank run as many samples as the busiest one, repeating
+        its first sample unscored. Returns ``(sum of latent MSEs, samples scored)``."""
+        from sama.rng import torch_generator
+
+        assert self.samples is not None, "call prepare() first"
+        mine = list(range(rank, len(self.samples), world))
+        rounds = -(-len(self.samples) // world) if lockstep else len(mine)
+        total, count = 0.0, 0
+        for j in range(rounds):
+            i = mine[j] if j < len(mine) else (mine or [0])[0]
+            s = self.samples[i]
+            cond, uncond = self.conditioning(s, text, device)
             target = s["target_latents"][None].float()
             source = None if s["source_latents"] is None else s["source_latents"][None].to(device)
             g = torch_generator(self.cfg.seed, s["rng_id"], 0, "validation")
@@ -222,11 +258,20 @@ class Validator:
                     self.cfg.guidance,
                     self.sem_target,
                 )
+            if j >= len(mine):
+                continue
             latents = latents.float().cpu()
-            mses.append(float((latents - target).pow(2).mean()))
+            total, count = total + float((latents - target).pow(2).mean()), count + 1
             if write:
                 self._write(step, i, latents[0], s)
-        return {"val_latent_mse": sum(mses) / len(mses)}
+        self.release()
+        return total, count
+
+    def release(self) -> None:
+        """Free the VAE loaded for writing (it is reloaded at the next validation)."""
+        if self.vae is not None:
+            self.vae = None
+            free_memory()
 
     def _write(self, step: int, i: int, latents_CTHW: torch.Tensor, s: dict) -> None:
         if self.vae is None:

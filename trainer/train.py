@@ -1,23 +1,23 @@
 """``sama train CONFIG [a.b=value ...]``: the one SAMA training loop, stage 0 and stage 1.
 
-Reads top to bottom (CONVENTIONS.md rule 7): config -> build (distributed, model, optimizer,
-EMA, loader) -> resume or initialise -> loop (batch, forward/backward per source-shape group,
-clip, step, EMA, log, checkpoint, validate). Multi-process: ``torchrun --nproc_per_node N -m
-trainer.train CONFIG ...`` (DDP; ``distributed=fsdp`` for the 14B DiT).
+Reads top to bottom (CONVENTIONS.md rule 7): config -> build (distributed, loader, memory plan,
+model straight into its shards, optimizer, EMA) -> resume or initialise -> loop (micro-batches,
+forward/backward per source-shape group, clip, step, EMA, log, checkpoint, validate).
+Multi-process: ``torchrun --nproc_per_node N -m trainer.train CONFIG ...`` (DDP;
+``distributed=fsdp`` for the 14B DiT; ``context_parallel=c`` splits each sample's tokens).
+``--plan`` prints the per-rank memory estimate and exits (non-zero when it does not fit);
+``--print-config`` prints the resolved config with every default.
 
 Per step and rank, ``OUTPUT/train_log.jsonl`` (rank 0) gets the losses, learning rate, grad
 norm, throughput and the data-wait share: the time the loop spent blocked on the loader over
 the wall time of the logging window (the loader prefetches in background threads, so this
 should stay near 0). ``log_sample_ids=true`` writes ``OUTPUT/samples_rank{r}.jsonl``.
-
-Shape legend: B batch, C latent channels, T/H/W latent frames/height/width, N semantic
-tokens, S SigLIP width, L text tokens, D text width.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -28,29 +28,20 @@ from typing import Any
 
 import torch
 
-from sama.config import config_hash, dump_config
+from sama.config import config_hash, dump_config, to_dict
 from sama.errors import ConfigError
 from trainer import checkpoint as ckpt_io
-from trainer.bundle import build_model, expected_provenance, init_from_checkpoint, siglip_width
+from trainer.bundle import build_model, expected_provenance, siglip_width
 from trainer.config import OptimConfig, TrainConfig, load_train_config
 from trainer.data import StreamingLoader
-from trainer.distributed import (
-    Dist,
-    full_model_state,
-    full_optimizer_state,
-    full_tensor,
-    init_distributed,
-    like_shard,
-    load_full_model_state,
-    load_full_optimizer_state,
-    shutdown,
-    wrap_model,
-)
+from trainer.distributed import Dist, async_checkpoint_group, init_distributed, reshard, shutdown
 from trainer.ema import EMA
-from trainer.inputs import Group, SampleTransform, TextEmbedder, group_by_source, pad_text
-from trainer.losses import sama_loss
+from trainer.inputs import SampleTransform, TextEmbedder
+from trainer.plan import make_plan
+from trainer.resume import restore, save
 from trainer.runlog import Window, log_record, log_samples, print_main
 from trainer.sampling import Validator
+from trainer.step import StepLayout, forward_backward, optimizer_step, step_layout
 
 
 def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
@@ -80,6 +71,8 @@ class Run:
     text: TextEmbedder
     expected: dict | None
     transform: SampleTransform
+    layout: StepLayout
+    ckpt: ckpt_io.Checkpointer
     step: int = 0
     history: list[dict] = field(default_factory=list)
 
@@ -90,28 +83,31 @@ class Run:
 
 def build(cfg: TrainConfig, d: Dist) -> Run:
     out = Path(cfg.output_dir)
+    layout = step_layout(cfg, d.dp_world)
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, video_batch_ratio=layout.video_ratio)
+    )
+    resume_from = ckpt_io.latest_checkpoint(out) if cfg.resume == "auto" else None
+    if resume_from is not None:
+        check_resumable(cfg, resume_from)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.seed)  # nothing should draw from it; seeded anyway
     expected = expected_provenance(cfg) if cfg.check_provenance else None
-    siglip_dim = siglip_width(cfg)
-    core = build_model(cfg, siglip_dim)
-    resume_from = ckpt_io.latest_checkpoint(out) if cfg.resume == "auto" else None
-    if resume_from is not None:
-        check_resumable(cfg, resume_from)
-    if resume_from is None and cfg.init_from:
-        found = init_from_checkpoint(core, cfg)
-        print_main(d, f"initialised from {found} ({cfg.init_weights} weights)")
-    core.to(d.device)
-    model = wrap_model(core, d, cfg.precision == "bf16")
+    loader = StreamingLoader(
+        cfg.data, rank=d.dp_rank, world_size=d.dp_world, expected_provenance=expected
+    )
+    check_memory(cfg, d, loader)
+    core, model, report = build_model(cfg, siglip_width(cfg), d, fill=resume_from is None)
+    if report is not None and cfg.init_from:
+        for line in report.lines():
+            print_main(d, line)
+        if d.is_main:
+            report.write(out / "init_from.json")
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-    )
-    ema = EMA(core, cfg.ema_decay)
-    loader = StreamingLoader(
-        cfg.data, rank=d.rank, world_size=d.world_size, expected_provenance=expected
     )
     transform = make_transform(cfg, loader)
     loader.transform = transform
@@ -121,16 +117,43 @@ def build(cfg: TrainConfig, d: Dist) -> Run:
         model,
         core,
         optimizer,
-        ema,
+        EMA(core, cfg.ema_decay),
         loader,
         TextEmbedder(cfg.text_encoder),
         expected,
         transform,
+        layout,
+        ckpt_io.Checkpointer(
+            out,
+            d,
+            cfg.keep_checkpoints,
+            cfg.async_checkpoint,
+            distributed=d.mode != "none",
+            async_group=async_checkpoint_group(d) if cfg.async_checkpoint else None,
+        ),
     )
+    print_main(d, f"global batch: {layout.describe(d.dp_world)}")
     if resume_from is not None:
         restore(run, resume_from)
         print_main(d, f"resumed from {resume_from} at step {run.step}")
     return run
+
+
+def check_memory(cfg: TrainConfig, d: Dist, loader: StreamingLoader) -> None:
+    """The ``--plan`` estimate for the largest buckets in the data; on CUDA a plan that does
+    not fit the device stops the run before any weight is read (unless plan.enforce=false)."""
+    cuda = d.device.type == "cuda"
+    limit = torch.cuda.get_device_properties(d.device).total_memory / 1024**3 if cuda else None
+    plan = make_plan(cfg, d.world_size, limit, loader.keys)
+    peak = plan.estimate.total / 1024**3
+    where = f"of {limit:.0f} GiB" if cuda else "on a GPU (not checked on the CPU)"
+    print_main(
+        d,
+        f"memory plan: {peak:.2f} GiB per rank {where} (peak: {plan.estimate.peak_kind} "
+        "micro-batch; `sama train CONFIG --plan` for the breakdown)",
+    )
+    if cuda and cfg.plan.enforce and not plan.fits:
+        raise ConfigError(plan.refusal())
 
 
 def check_resumable(cfg: TrainConfig, path: Path) -> None:
@@ -164,132 +187,39 @@ def make_transform(cfg: TrainConfig, loader: StreamingLoader) -> SampleTransform
     return SampleTransform(pretext, cfg.flow, cfg.seed, black, cfg.pretext.none_source)
 
 
-# ---- checkpoints ---------------------------------------------------------------------------
-
-
-def save(run: Run) -> Path:
-    d, fsdp = run.d, run.d.mode == "fsdp"
-    gather = fsdp or d.is_main  # FSDP gathers collectively; otherwise rank 0 holds everything
-    model_state = full_model_state(run.model, d) if gather else {}
-    ema_state = {n: full_tensor(t) for n, t in run.ema.state_dict().items()} if gather else {}
-    opt_state = full_optimizer_state(run.model, run.optimizer, d) if gather else {}
-    parts = ckpt_io.CheckpointParts(
-        step=run.step,
-        model_state=model_state,
-        ema_state=ema_state,
-        ema_updates=run.ema.num_updates,
-        optimizer_state=opt_state,
-        loader_state=run.loader.state_dict(),
-        config=run.cfg,
-        extra={"epoch": run.loader.epoch, "stage": run.cfg.stage},
-    )
-    return ckpt_io.save_checkpoint(run.cfg.output_dir, parts, d, run.cfg.keep_checkpoints)
-
-
-def restore(run: Run, path: Path) -> None:
-    d = run.d
-    state = ckpt_io.read_state(path)
-    load_full_model_state(run.model, ckpt_io.load_weights(path, "model"), d)
-    shadow = dict(zip(run.ema.names, run.ema.shadow, strict=True))
-    ema = {n: like_shard(t, shadow[n]) for n, t in ckpt_io.load_weights(path, "ema").items()}
-    run.ema.load_state_dict(ema, state["ema_updates"])
-    where = "cpu" if d.mode == "fsdp" else d.device
-    opt_state = ckpt_io.load_optimizer_state(path, map_location=where)
-    load_full_optimizer_state(run.model, run.optimizer, opt_state, d)
-    loader_state, rng = ckpt_io.load_rank_state(path, d)
-    run.loader.load_state_dict(loader_state)
-    ckpt_io.set_rng_state(rng)
-    run.step = int(state["step"])
-
-
-# ---- one step ------------------------------------------------------------------------------
-
-
-def group_text(run: Run, g: Group) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stored prompt embeddings, the rest encoded online; zero-padded like WanPipeline."""
-    missing = [i for i, e in enumerate(g.text) if e is None]
-    embeds = list(g.text)
-    if missing:
-        for i, e in zip(missing, run.text.embed([g.prompts[i] for i in missing]), strict=True):
-            embeds[i] = e
-    return pad_text(embeds, run.cfg.text_pad_tokens)
-
-
-def forward_backward(run: Run, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Accumulate the gradient of the batch-mean loss; one forward/backward per source group.
-
-    DDP: groups before the last skip the gradient all-reduce (``no_sync``), so every rank
-    synchronises exactly once per step whatever its group count. FSDP: every forward is a
-    collective, so ranks run the same number of forwards, padding with zero-weight repeats.
-    """
-    cfg, d, dev = run.cfg, run.d, run.d.device
-    groups = group_by_source(batch)
-    batch_size = sum(len(g.indices) for g in groups)
-    passes = d.all_reduce_max(len(groups)) if d.mode == "fsdp" else len(groups)
-    sums = {"fm": torch.zeros((), device=dev), "sem": torch.zeros((), device=dev)}
-    for k in range(passes):
-        g = groups[min(k, len(groups) - 1)]
-        weight = 1.0 / batch_size if k < len(groups) else 0.0
-        text_BLD, mask_BL = group_text(run, g)
-        no_sync = d.mode == "ddp" and k < passes - 1
-        with run.model.no_sync() if no_sync else contextlib.nullcontext():
-            with run.autocast():
-                terms = sama_loss(
-                    run.model,
-                    g.target_BCTHW.to(dev),
-                    text_BLD.to(dev),
-                    mask_BL.to(dev),
-                    g.t_B.to(dev),
-                    g.noise_BCTHW.to(dev),
-                    None if g.source_BCTHW is None else g.source_BCTHW.to(dev),
-                    g.anchors_BNS.to(dev),
-                    g.semantic_noise_BNS.to(dev),
-                    cfg.sem_loss_weight,
-                    cfg.sem_target,
-                )
-            (terms.total_B.sum() * weight).backward()
-        if weight:
-            sums["fm"] += terms.fm_B.detach().sum() / batch_size
-            sums["sem"] += terms.sem_B.detach().sum() / batch_size
-    sums["loss"] = sums["fm"] + cfg.sem_loss_weight * sums["sem"]
-    return sums
-
-
-def optimizer_step(run: Run, lr: float) -> torch.Tensor:
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    clip = run.cfg.optim.grad_clip
-    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip if clip else float("inf"))
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    run.ema.update(run.core)
-    return full_tensor(norm)
-
-
-# ---- logging -------------------------------------------------------------------------------
 # ---- validation ----------------------------------------------------------------------------
 
 
 def validate(run: Run, validator: Validator) -> dict[str, float]:
-    """Sample with the EMA weights (or the live ones) on rank 0 (all ranks under FSDP)."""
+    """Sample with the EMA weights (or the live ones), the samples split over data-parallel
+    ranks; encoders loaded for it are freed afterwards."""
     d, core = run.d, run.core
-    participate = d.is_main or d.mode == "fsdp"
-    result: dict[str, float] = {}
-    if participate:
-        backup = None
-        if validator.cfg.use_ema:
-            backup = [p.detach().clone() for p in core.parameters()]
-            run.ema.copy_to(core)
-        core.eval()
-        model = core if d.mode != "fsdp" else run.model
-        result = validator.run(model, run.step, run.text, d.device, write=d.is_main)
-        core.train()
-        if backup is not None:
-            with torch.no_grad():
-                for p, b in zip(core.parameters(), backup, strict=True):
-                    p.copy_(b)
-    d.barrier()
-    return result
+    had_encoder = run.text.encoder is not None
+    backup = None
+    if validator.cfg.use_ema:
+        backup = [p.detach().clone() for p in core.parameters()]
+        run.ema.copy_to(core)
+    core.eval()
+    total, count = validator.run(
+        core,
+        run.step,
+        run.text,
+        d.device,
+        write=d.cp_rank == 0,
+        rank=d.dp_rank,
+        world=d.dp_world,
+        lockstep=d.mode == "fsdp" or d.cp > 1,
+    )
+    reshard(core)
+    core.train()
+    if backup is not None:
+        with torch.no_grad():
+            for p, b in zip(core.parameters(), backup, strict=True):
+                p.copy_(b)
+    if not had_encoder:
+        run.text.release()
+    total, count = d.all_reduce([total, float(count)])
+    return {"val_latent_mse": total / count} if count else {}
 
 
 # ---- the loop ------------------------------------------------------------------------------
@@ -297,19 +227,37 @@ def validate(run: Run, validator: Validator) -> dict[str, float]:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run training as configured; returns the logged records and the last checkpoint."""
-    d = init_distributed(cfg.distributed, cfg.device)
+    d = init_distributed(cfg.distributed, cfg.device, cfg.context_parallel)
     try:
         return _train(cfg, d)
     finally:
         shutdown(d)
 
 
+def _make_validator(run: Run) -> Validator | None:
+    cfg = run.cfg
+    if not cfg.validation.enabled:
+        return None
+    validator = Validator(
+        cfg.validation,
+        Path(cfg.output_dir) / "validation",
+        cfg.vae,
+        cfg.sem_target,
+        run.core.config.siglip_dim,
+        run.autocast,
+        cfg.text_pad_tokens,
+    )
+    validator.prepare(cfg.data, run.expected, run.transform)
+    return validator
+
+
 def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     run = build(cfg, d)
+    cfg = run.cfg
     print_main(
         d,
-        f"sama train: stage {cfg.stage}, {d.world_size} rank(s) ({d.mode}) on "
-        f"{d.device}, steps {run.step}..{cfg.steps}, output {cfg.output_dir}",
+        f"sama train: stage {cfg.stage}, {d.world_size} rank(s) ({d.mode}, context parallel "
+        f"{d.cp}) on {d.device}, steps {run.step}..{cfg.steps}, output {cfg.output_dir}",
     )
     if cfg.stage == 1 and not cfg.init_from and run.step == 0:
         print_main(
@@ -317,33 +265,24 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
             "note: stage 1 without init_from starts from the bare Wan DiT, not from a "
             "stage-0 checkpoint (SAMA.md 4); set init_from=STAGE0_OUTPUT_DIR",
         )
-    validator = None
-    if cfg.validation.enabled:
-        validator = Validator(
-            cfg.validation,
-            Path(cfg.output_dir) / "validation",
-            cfg.vae,
-            cfg.sem_target,
-            run.core.config.siglip_dim,
-            run.autocast,
-        )
-        validator.prepare(cfg.data, run.expected, run.transform)
+    validator = _make_validator(run)
     last_ckpt = None
     run.model.train()
     batches = iter(run.loader)
     window = Window()
     while run.step < cfg.steps:
         t0 = time.perf_counter()
-        batch = next(batches)
+        micro = [next(batches) for _ in range(run.layout.accum)]
         window.wait_s += time.perf_counter() - t0
         if cfg.log_sample_ids:
-            log_samples(run, run.step, batch)
+            for batch in micro:
+                log_samples(run, run.step, batch)
         lr = lr_at(cfg.optim, run.step, cfg.steps)
-        losses = forward_backward(run, batch)
+        losses = forward_backward(run, micro)
         grad_norm = optimizer_step(run, lr)
         run.step += 1
         window.losses.append(losses)
-        window.samples += len(batch["rng_id"])
+        window.samples += sum(len(b["rng_id"]) for b in micro)
         window.steps += 1
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             record = window.report(run, run.step, lr, grad_norm)
@@ -353,12 +292,15 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
             window = Window()
         if (cfg.ckpt_every and run.step % cfg.ckpt_every == 0) or run.step == cfg.steps:
             last_ckpt = save(run)
-            print_main(d, f"checkpoint: {last_ckpt}")
+            print_main(
+                d, f"checkpoint: {last_ckpt}" + (" (writing)" if cfg.async_checkpoint else "")
+            )
         val_due = cfg.validation.every and run.step % cfg.validation.every == 0
         if validator is not None and (val_due or run.step == cfg.steps):
             result = validate(run, validator)
             if result:
                 print_main(d, f"validation at step {run.step}: {result}")
+    run.ckpt.wait()
     return {
         "history": run.history,
         "checkpoint": str(last_ckpt) if last_ckpt else None,
@@ -375,10 +317,43 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("config", help="YAML config (configs/stage0.yaml, stage1.yaml, debug_cpu.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = load_train_config(args.config, args.overrides)
-    train(cfg)
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the per-rank GPU memory estimate (plan.* sizes, plan.world_size GPUs of "
+        "plan.gpu_memory_gb GiB) and exit; exit status 1 with the knobs to turn if it does not fit",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config, every default included, as YAML and exit",
+    )
+    args = p.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    if args.print_config or args.plan:
+        cfg = load_train_config(args.config, args.overrides, require_data=False)
+        if args.print_config:
+            import yaml
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        return print_plan(cfg)
+    train(load_train_config(args.config, args.overrides))
     return 0
+
+
+def print_plan(cfg: TrainConfig) -> int:
+    """``--plan``: the breakdown on stdout; what does not fit (memory, global batch) on stderr."""
+    plan = make_plan(cfg)
+    print("\n".join(plan.lines()))
+    problems = [] if plan.fits else [plan.refusal()]
+    dp_world = plan.setup.world_size // cfg.context_parallel
+    try:
+        print(f"  global batch: {step_layout(cfg, dp_world).describe(dp_world)}")
+    except ConfigError as e:
+        problems.append(str(e))
+    for problem in problems:
+        print(f"sama train --plan: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

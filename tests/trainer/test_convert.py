@@ -10,6 +10,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from safetensors.torch import save_file
 
+from tests.trainer.trainer_fixtures import RELEASED_BLOCK_NAMES, RELEASED_TOP_NAMES
 from trainer.convert import (
     CheckpointMismatchError,
     convert_sama_state_dict,
@@ -20,40 +21,6 @@ from trainer.model import SamaConfig, SamaTransformer
 
 NUM_LAYERS = 2
 
-# Written out by hand from SAMA.md section 7 (not generated from trainer/convert.py).
-RELEASED_BLOCK_NAMES = {
-    *(f"self_attn.{m}.{p}" for m in "qkvo" for p in ("weight", "bias")),
-    "self_attn.norm_q.weight",
-    "self_attn.norm_k.weight",
-    *(f"cross_attn.{m}.{p}" for m in "qkvo" for p in ("weight", "bias")),
-    "cross_attn.norm_q.weight",
-    "cross_attn.norm_k.weight",
-    "norm3.weight",
-    "norm3.bias",
-    "ffn.0.weight",
-    "ffn.0.bias",
-    "ffn.2.weight",
-    "ffn.2.bias",
-    "modulation",
-}
-RELEASED_TOP_NAMES = {
-    "patch_embedding.weight",
-    "patch_embedding.bias",
-    *(
-        f"{m}.{i}.{p}"
-        for m in ("text_embedding", "time_embedding")
-        for i in (0, 2)
-        for p in ("weight", "bias")
-    ),
-    "time_projection.1.weight",
-    "time_projection.1.bias",
-    "head.head.weight",
-    "head.head.bias",
-    "head.modulation",
-    "segment_embedding.weight",
-    *(f"siglip_feat_mlp.{m}.{p}" for m in ("norm", "fc1", "fc2") for p in ("weight", "bias")),
-    *(f"semantic_head.{m}.{p}" for m in ("norm", "proj") for p in ("weight", "bias")),
-}
 NEW_MODULES = ("segment_embedding", "siglip_feat_mlp", "semantic_head")
 
 

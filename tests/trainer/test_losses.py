@@ -6,12 +6,14 @@ S SigLIP width, L text tokens, D text width.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from trainer.losses import (
     FlowConfig,
     add_noise,
+    loss_weight,
     sama_loss,
     sample_noise,
     sample_timestep,
@@ -148,3 +150,45 @@ def test_clean_head_converts_to_a_velocity():
     v = semantic_velocity(anchors, noisy, t, "clean")  # a perfect clean prediction
     assert torch.allclose(v, noise - anchors, atol=1e-5)
     assert semantic_velocity(v, noisy, t, "velocity") is v
+
+
+def _diffsynth_reference(shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """DiffSynth-Studio's FlowMatchScheduler("Wan").set_timesteps(1000, training=True), written
+    out again here from its formula (diffsynth/diffusion/flow_match.py), in float64."""
+    sigmas = np.linspace(1.0, 0.0, 1001)[:-1]
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    x = sigmas * 1000
+    y = np.exp(-2 * ((x - 500) / 1000) ** 2)
+    y_shifted = y - y.min()
+    return sigmas, y_shifted * (1000 / y_shifted.sum())
+
+
+@pytest.mark.parametrize("shift", [5.0, 3.0])
+def test_diffsynth_weighting_matches_its_training_weight_on_its_grid(shift):
+    sigmas, weights = _diffsynth_reference(shift)
+    cfg = FlowConfig(shift=shift, loss_weighting="diffsynth")
+    got = loss_weight(cfg, torch.tensor(sigmas, dtype=torch.float64))
+    # DiffSynth computes in float32: the same weights to float32 rounding (max ~1.9)
+    np.testing.assert_allclose(got.numpy(), weights, rtol=1e-5, atol=1e-6)
+    # between grid points: the nearest one, as training_weight's argmin does
+    mid = torch.tensor([(sigmas[10] + 0.4 * (sigmas[11] - sigmas[10]))])
+    assert loss_weight(cfg, mid).item() == pytest.approx(weights[10], rel=1e-5, abs=1e-6)
+    assert torch.equal(loss_weight(FlowConfig(), torch.rand(4)), torch.ones(4))
+
+
+def test_diffsynth_weights_at_the_figures_quoted_for_shift_5():
+    cfg = FlowConfig(loss_weighting="diffsynth")
+    w = loss_weight(cfg, torch.tensor([0.36, 0.99]))
+    assert w[0].item() == pytest.approx(1.9, abs=0.05) and w[1].item() == pytest.approx(
+        0.07, abs=0.01
+    )
+
+
+def test_weighting_scales_the_total_only(model):
+    x = batch()
+    weight = torch.tensor([2.0, 0.5])
+    with torch.no_grad():
+        plain = sama_loss(model, **x, text_mask_BL=None)
+        weighted = sama_loss(model, **x, text_mask_BL=None, weight_B=weight)
+    assert torch.equal(weighted.fm_B, plain.fm_B) and torch.equal(weighted.sem_B, plain.sem_B)
+    torch.testing.assert_close(weighted.total_B, plain.total_B * weight)

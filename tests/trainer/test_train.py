@@ -6,6 +6,7 @@ Every run goes through ``configs/debug_cpu.yaml`` and the real entry points (``t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -75,13 +76,11 @@ def test_run_writes_config_log_and_checkpoint(tmp_path, tiny_models, train_root)
     latest = ckpt_io.latest_checkpoint(out)
     assert latest is not None and latest.name == "step_00000003"
     assert {p.name for p in latest.iterdir()} >= {
-        "model.safetensors",
-        "ema.safetensors",
-        "optimizer.pt",
+        ".metadata",
         "state.json",
         "config.yaml",
-        "loader_rank0.json",
-        "rng_rank0.pt",
+        "model_config.json",
+        "rank0.json",
     }
     # the same output_dir cannot silently continue as another stage
     stage1 = cfg_for(tiny_models, train_root, out, "stage=1", "data.root_kinds=[clips]")
@@ -132,8 +131,8 @@ def test_stage1_starts_from_stage0_checkpoint_and_samples(tmp_path, tiny_models)
     s0 = tmp_path / "stage0"
     train(cfg_for(tiny_models, root, s0, "steps=2", "ema_decay=0.5"))
     stage0 = ckpt_io.latest_checkpoint(s0)
-    ema0 = ckpt_io.load_weights(stage0, "ema")
-    model0 = ckpt_io.load_weights(stage0, "model")
+    ema0 = ckpt_io.load_full(stage0, "ema")
+    model0 = ckpt_io.load_full(stage0, "model")
     assert any(not torch.equal(ema0[k], model0[k]) for k in ema0)
 
     extra = (
@@ -167,6 +166,10 @@ def test_stage1_init_from_missing_checkpoint_fails(tmp_path, tiny_models, train_
         f"init_from={tmp_path / 'nothing'}",
         "data.root_kinds=[image_pairs]",
     )
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(cfg)
+    (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
+    cfg = dataclasses.replace(cfg, init_from=str(tmp_path / "empty_run"))
     with pytest.raises(ConfigError, match="holds no checkpoint"):
         train(cfg)
 
@@ -189,15 +192,18 @@ def test_paper_configs_carry_the_paper_settings(name):
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip) == (2e-5, 0.01, 1.0)
     assert (cfg.ema_decay, cfg.sem_loss_weight, cfg.precision) == (0.9998, 0.1, "bf16")
     assert (cfg.flow.shift, cfg.validation.steps, cfg.validation.guidance) == (5.0, 50, 5.0)
-    assert (cfg.data.image_batch_size, cfg.data.video_batch_size) == (16, 4)
-    assert cfg.data.video_batch_ratio == 0.5 and cfg.distributed == "fsdp"
+    # one 65,585-token video per GPU step; the paper's 448 + 112 by accumulation (SAMA.md 4)
+    assert (cfg.data.image_batch_size, cfg.data.video_batch_size) == (8, 1)
+    assert (cfg.optim.global_images, cfg.optim.global_videos) == (448, 112)
+    assert cfg.video_loss_share == 0.5 and cfg.distributed == "fsdp"
+    assert cfg.gradient_checkpointing and cfg.plan.world_size == 56
     assert cfg.pretext.mix == {"none": 1, "cube_inpainting": 2, "speed": 3, "tube_shuffle": 4}
     assert cfg.data.image_min_scores == {"if": 9, "vq": 9, "cp": 9}
 
 
 def test_no_data_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no training data"):
-        load_config(TrainConfig, CONFIG_DIR / "stage0.yaml")
+        load_train_config(CONFIG_DIR / "stage0.yaml")
 
 
 def test_validation_sampler(tiny_models):
@@ -246,7 +252,7 @@ def test_groups_of_different_source_shapes_give_the_batch_mean(tmp_path, tiny_mo
     no source); one forward per group weighted by its share equals the per-sample mean."""
     from trainer.inputs import group_by_source, pad_text
     from trainer.losses import sama_loss
-    from trainer.train import forward_backward
+    from trainer.step import forward_backward
 
     cfg = cfg_for(
         tiny_models,
@@ -260,7 +266,7 @@ def test_groups_of_different_source_shapes_give_the_batch_mean(tmp_path, tiny_mo
     mixed = (b for b in itertools.islice(run.loader, 40) if len(group_by_source(b)) > 1)
     batch = next(mixed, None)
     assert batch is not None, "no batch with two source shapes in 40 batches"
-    forward_backward(run, batch)
+    forward_backward(run, [batch])
     grads = {n: p.grad.clone() for n, p in run.core.named_parameters()}
     run.core.zero_grad()
     n = len(batch["rng_id"])
@@ -282,3 +288,27 @@ def test_groups_of_different_source_shapes_give_the_batch_mean(tmp_path, tiny_mo
             (terms.total_B.sum() / n).backward()
     for name, p in run.core.named_parameters():
         assert torch.allclose(p.grad, grads[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_print_config_shows_every_default(capsys):
+    assert train_main([str(CONFIG_DIR / "stage0.yaml"), "--print-config", "optim.lr=1e-5"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    from sama.config import to_dict
+
+    want = to_dict(load_config(TrainConfig, CONFIG_DIR / "stage0.yaml", ["optim.lr=1e-5"]))
+    assert printed == want  # every field, defaults included, data.root left as given
+    assert printed["plan"]["gpu_memory_gb"] == 80 and printed["flow"]["loss_weighting"] == "none"
+    assert printed["optim"]["lr"] == 1e-5 and printed["context_parallel"] == 1
+
+
+def test_loss_weighting_is_applied_and_recorded(tmp_path, tiny_models, train_root):
+    out = tmp_path / "run"
+    history = train(
+        cfg_for(
+            tiny_models, train_root, out, "steps=2", "log_every=1", "flow.loss_weighting=diffsynth"
+        )
+    )["history"]
+    assert (
+        yaml.safe_load((out / "config.yaml").read_text())["flow"]["loss_weighting"] == "diffsynth"
+    )
+    assert any(abs(r["loss"] - (r["fm"] + 0.1 * r["sem"])) > 1e-3 for r in history)

@@ -8,9 +8,68 @@ embeddings of the tiny text width (32) for every prompt a row can be trained wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.fakes import fake_provenance, make_fake_clip_rows, make_fake_pair_rows, write_fake_shard
+
+# Written out by hand from SAMA.md section 7 (not generated from trainer/convert.py).
+RELEASED_BLOCK_NAMES = {
+    *(f"self_attn.{m}.{p}" for m in "qkvo" for p in ("weight", "bias")),
+    "self_attn.norm_q.weight",
+    "self_attn.norm_k.weight",
+    *(f"cross_attn.{m}.{p}" for m in "qkvo" for p in ("weight", "bias")),
+    "cross_attn.norm_q.weight",
+    "cross_attn.norm_k.weight",
+    "norm3.weight",
+    "norm3.bias",
+    "ffn.0.weight",
+    "ffn.0.bias",
+    "ffn.2.weight",
+    "ffn.2.bias",
+    "modulation",
+}
+RELEASED_TOP_NAMES = {
+    "patch_embedding.weight",
+    "patch_embedding.bias",
+    *(
+        f"{m}.{i}.{p}"
+        for m in ("text_embedding", "time_embedding")
+        for i in (0, 2)
+        for p in ("weight", "bias")
+    ),
+    "time_projection.1.weight",
+    "time_projection.1.bias",
+    "head.head.weight",
+    "head.head.bias",
+    "head.modulation",
+    "segment_embedding.weight",
+    *(f"siglip_feat_mlp.{m}.{p}" for m in ("norm", "fc1", "fc2") for p in ("weight", "bias")),
+    *(f"semantic_head.{m}.{p}" for m in ("norm", "proj") for p in ("weight", "bias")),
+}
+
+
+def released_names(num_layers: int) -> set[str]:
+    """Every name of a released SAMA checkpoint with ``num_layers`` blocks (SAMA.md 7)."""
+    names = set(RELEASED_TOP_NAMES)
+    for i in range(num_layers):
+        names |= {f"blocks.{i}.{n}" for n in RELEASED_BLOCK_NAMES}
+    return names
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def torchrun_env() -> dict[str, str]:
+    """Environment of the ``torchrun`` subprocesses: offline, one thread, this checkout."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
+
 
 TINY_DIM = 32  # tiny SigLIP hidden size and tiny umT5 d_model (sama.encoders.tiny)
 CHANNELS = 16
