@@ -121,7 +121,7 @@ def random_model(config: dict, device, siglip_dim: int):
     (parameters only, as FSDP's mixed precision does: the RoPE tables keep their dtype)."""
     import torch
 
-    from trainer.model import SamaConfig
+    from trainer.sama_modules import SamaConfig
     from trainer.weights import materialize, meta_model
 
     model = meta_model(config, SamaConfig(siglip_dim=siglip_dim))

@@ -4,7 +4,7 @@ SAMA scored every pair with Qwen2.5-VL-72B, 3 runs averaged, on instruction foll
 visual quality (VQ), content preservation (CP) and, for videos, motion consistency (MC), and
 kept images with IF, VQ, CP >= 9 and videos with IF >= 8, VQ >= 9, CP >= 8, MC >= 8.
 
-- ``parse_scores`` (``sama.judge_parse``, re-exported here) reads every answer shape VLMs
+- ``parse_scores`` (``sama.judge_parse``) reads every answer shape VLMs
   produce; a missing or out-of-range score raises ``JudgeParseError``.
 - ``Judge.score`` runs each pair ``runs`` times with sampling seeded per (pair, run), so runs
   differ (greedy runs would be identical) yet a re-run gives the same answers. Unparseable runs
@@ -25,12 +25,7 @@ from typing import Any, Literal
 
 from sama.config import check
 from sama.errors import ErrorKind, SampleError
-from sama.judge_parse import IMAGE_KEYS as IMAGE_KEYS  # re-exported: the parser's public names
-from sama.judge_parse import VIDEO_KEYS as VIDEO_KEYS
-from sama.judge_parse import JudgeParseError as JudgeParseError
-from sama.judge_parse import canonical_key as canonical_key
-from sama.judge_parse import parse_scores as parse_scores
-from sama.judge_parse import score_value as score_value
+from sama.judge_parse import JudgeParseError, parse_scores
 from sama.rng import derive_seed
 from sama.vlm import VLMConfig, generate_parts, is_clip, load_vlm
 

@@ -5,8 +5,7 @@ in fences, with single quotes, trailing commas or unquoted keys, with prose arou
 key spellings ("IF", "Instruction Following (IF)", "visual_quality_score"), as "8/10" strings,
 as nested objects, or as a plain "IF: 8, VQ: 9" list. A run that loses its scores is a wasted
 VLM call; a wrong score is worse, so a missing or out-of-range score raises ``JudgeParseError``
-(the judge leaves that run out of the mean) instead of being guessed. ``sama.judge`` re-exports
-everything public here.
+(the judge leaves that run out of the mean) instead of being guessed.
 """
 
 from __future__ import annotations

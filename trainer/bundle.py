@@ -22,8 +22,8 @@ from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig
 from trainer.distributed import Dist
 from trainer.init_from import InitReport
-from trainer.model import SamaConfig, SamaTransformer
-from trainer.sama_modules import NEW_MODULES
+from trainer.model import SamaTransformer
+from trainer.sama_modules import NEW_MODULES, SamaConfig
 
 
 def siglip_width(cfg: TrainConfig) -> int:

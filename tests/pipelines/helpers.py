@@ -30,3 +30,17 @@ def demo_config(models: Path, input_uri: str, output_uri: str, *overrides: str) 
             *overrides,
         ],
     )
+
+
+def assert_close_bf16(row: dict, ref: dict, column: str, where: str) -> None:
+    """The tensor ``column`` of two rows equal to bf16 precision. For builds that ran in other
+    processes (a Ray actor vs this process): torch's CPU kernels sum in an order that depends on
+    the thread count, so a value can land one bf16 step away (relative 2^-8)."""
+    import numpy as np
+
+    from datasets_spec.tensors import decode_array
+
+    a = decode_array(row[column], row[f"{column}_shape"], row[f"{column}_dtype"]).astype(np.float32)
+    b = decode_array(ref[column], ref[f"{column}_shape"], ref[f"{column}_dtype"]).astype(np.float32)
+    assert a.shape == b.shape, (where, column)
+    assert np.allclose(a, b, rtol=2**-6, atol=2**-8), (where, column, float(np.abs(a - b).max()))

@@ -513,3 +513,19 @@ def test_max_error_rate_makes_the_build_exit_non_zero(models, sample_set, tmp_pa
     err = capsys.readouterr().err
     assert "FAILED: 5 of 9 inputs failed (55.6%), more than engine.max_error_rate=0.5" in err
     assert build_main([*args, "engine.max_error_rate=0.6"]) == 0  # the same root, resumed
+
+
+def test_fused_decode_and_encode_give_the_same_rows(built, ray_address, models, corpus, tmp_path):
+    """``engine.fuse``: cutting, captioning and the encoders in one actor (the frames never
+    cross the object store) give exactly the rows of the unfused build."""
+    out = tmp_path / "fused"
+    fuse = "engine.fuse=[[cut_clips, caption, encode_anchors, encode_latents]]"
+    # the fused actor takes the largest CPU share of its stages: half a CPU leaves room for
+    # the probe and write tasks on this 2-CPU Ray
+    share = ["engine.clips.num_cpus=0.5", "engine.probe.num_cpus=0.5"]
+    summary = build(_config(models, corpus, out, fuse, *share))
+    assert summary["num_inputs_unaccounted"] == 0
+    assert any(
+        "cut_clips+caption+encode_anchors+encode_latents" in k for k in summary["run"]["stages"]
+    )
+    _same_rows(out, built["root"])

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.build import build
-from tests.pipelines.helpers import demo_config, tiny_models
+from tests.pipelines.helpers import assert_close_bf16, demo_config, tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -110,7 +110,7 @@ def _assert_same_rows(root: Path, ref: Path) -> None:
     assert errors == ref_errors and sorted(clips) == sorted(ref_clips)
     for cid, row in clips.items():
         for col in ("latents", "anchor_tokens", "text_embeds"):
-            assert row[col] == ref_clips[cid][col], (cid, col)
+            assert_close_bf16(row, ref_clips[cid], col, cid)
 
 
 def _cmd(models, sample_set, out, address, *extra) -> list[str]:

@@ -15,18 +15,20 @@ import pytest
 from sama.config import load_config
 from sama.errors import ConfigError, ErrorKind
 from sama.judge import (
-    IMAGE_KEYS,
-    VIDEO_KEYS,
     ImageThresholds,
     JudgeConfig,
-    JudgeParseError,
     JudgeThresholds,
     JudgeVLMConfig,
     VideoThresholds,
     average_runs,
+    passes,
+)
+from sama.judge_parse import (
+    IMAGE_KEYS,
+    VIDEO_KEYS,
+    JudgeParseError,
     canonical_key,
     parse_scores,
-    passes,
     score_value,
 )
 

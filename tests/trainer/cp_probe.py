@@ -16,7 +16,8 @@ from diffusers import WanTransformer3DModel
 
 from trainer.context_parallel import ContextParallel
 from trainer.losses import sama_loss
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig
 
 
 def model() -> SamaTransformer:

@@ -17,7 +17,8 @@ from trainer.convert import (
     load_released_checkpoint,
     released_name_table,
 )
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig
 
 NUM_LAYERS = 2
 

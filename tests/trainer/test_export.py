@@ -17,7 +17,8 @@ from trainer import checkpoint as ckpt_io
 from trainer.config import load_train_config
 from trainer.convert import load_released_checkpoint, safetensors_files
 from trainer.export import export_checkpoint
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig
 from trainer.train import train
 
 

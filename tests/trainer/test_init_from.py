@@ -15,8 +15,8 @@ from trainer.config import load_train_config
 from trainer.convert import diffsynth_names
 from trainer.distributed import init_distributed
 from trainer.init_from import detect_format
-from trainer.model import SamaConfig, SamaTransformer
-from trainer.sama_modules import new_modules_init
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig, new_modules_init
 from trainer.train import build, train
 
 UNKNOWN = "blocks.0.self_attn.k_img.weight"  # an I2V-only tensor: not in this model

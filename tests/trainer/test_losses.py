@@ -20,7 +20,8 @@ from trainer.losses import (
     semantic_velocity,
     shift_timesteps,
 )
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig
 
 S = 32  # tiny SigLIP width
 

@@ -12,7 +12,8 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.transformers import transformer_wan
 
 from sama.errors import ConfigError
-from trainer.model import SamaConfig, SamaTransformer
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig
 
 SIGLIP = 32
 TEXT_DIM = 32

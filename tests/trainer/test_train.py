@@ -209,7 +209,8 @@ def test_no_data_is_a_config_error(tmp_path):
 def test_validation_sampler(tiny_models):
     """Euler + CFG: deterministic given the generator; CFG with identical branches is a no-op;
     the sigmas run from 1 to 0 through Wan's shift."""
-    from trainer.model import SamaConfig, SamaTransformer
+    from trainer.model import SamaTransformer
+    from trainer.sama_modules import SamaConfig
     from trainer.sampling import Conditioning, sample_edit, sampling_sigmas
 
     sig = sampling_sigmas(4, 5.0)

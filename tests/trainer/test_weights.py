@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.trainer.trainer_fixtures import REPO, torchrun_env
-from trainer.model import SamaConfig, SamaTransformer
-from trainer.sama_modules import new_modules_init
+from trainer.model import SamaTransformer
+from trainer.sama_modules import SamaConfig, new_modules_init
 from trainer.weights import (
     SafetensorsIndex,
     WeightsError,
