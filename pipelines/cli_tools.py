@@ -11,9 +11,12 @@ import sys
 def _validate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sama validate",
-        description="Check every shard of a built dataset against its spec version: readable, "
-        "schema, tensor byte lengths vs shape/dtype, finite values, consistent provenance, "
-        "unique ids, every input of the build accounted for. Exit code 0 if valid, 1 if not.",
+        description="Check every shard of a built (or published) dataset against its spec "
+        "version: readable, footer (schema, provenance, row-group sizes under the caps, read "
+        "before any data), tensor shapes/dtypes/byte lengths, finite values, consistent "
+        "provenance, unique ids, every input of the build accounted for. Row groups the Hub "
+        "viewer would not show are warnings. Each problem is one line naming the shard and "
+        "column. Exit code 0 if valid, 1 if not.",
     )
     p.add_argument(
         "root",
@@ -27,14 +30,43 @@ def _validate_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not decode float tensors to check for NaN/Inf (faster)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="read footers and the small columns only (shapes, dtypes, ids): tensor bytes are "
+        "checked against the footer's sizes, not cell by cell, and not for NaN/Inf",
+    )
+    _limit_args(p)
     return p
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-row-group-mb",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="refuse a row group above MB uncompressed (from the footer, before reading it; "
+        "default: 1024)",
+    )
+
+
+def _limits(args):
+    from datasets_spec.checks import Limits
+
+    return Limits(max_row_group_bytes=args.max_row_group_mb << 20)
 
 
 def validate_main(argv: list[str] | None = None) -> int:
     from pipelines.dataset.validate import validate
 
     args = _validate_parser().parse_args(argv)
-    report = validate(args.root, check_finite=not args.skip_finite)
+    if args.max_row_group_mb < 1:
+        print("sama validate: --max-row-group-mb must be >= 1", file=sys.stderr)
+        return 2
+    report = validate(
+        args.root, full=not args.quick, check_finite=not args.skip_finite, limits=_limits(args)
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
 
