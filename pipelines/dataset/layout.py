@@ -120,13 +120,13 @@ def build_stats(summary: dict | None) -> dict[str, object]:
     return out
 
 
-def license_of(build_config: dict | None) -> str | None:
-    """The licence of the dataset: ``license`` at the top of the build config or under
-    ``output`` / ``dataset`` / ``card`` / ``publish`` (the first found)."""
+def license_of(build_config: dict | None, key: str = "license") -> str | None:
+    """The licence of the dataset: ``license`` (or ``key``, e.g. ``license_link``) at the top of
+    the build config or under ``output`` / ``dataset`` / ``card`` / ``publish`` (first found)."""
     if not build_config:
         return None
     sections = ("output", "dataset", "card", "publish")
     for section in (build_config, *(build_config.get(k) for k in sections)):
-        if isinstance(section, dict) and isinstance(section.get("license"), str):
-            return section["license"]
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            return section[key]
     return None

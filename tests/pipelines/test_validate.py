@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import CLIPS_V1, ERRORS_V1
+from datasets_spec import CLIPS, ERRORS_V1
 from datasets_spec.base import SPEC_KEY
 from datasets_spec.provenance import with_provenance
 from pipelines.cli_tools import validate_main
@@ -49,7 +49,7 @@ def test_good_dataset_passes(dataset, capsys):
     assert report.problems == []
     assert report.rows == {"clips": 7, "pairs": 3, "errors": 4}
     assert report.num_inputs == 11
-    assert {s.spec_id for s in report.shards} == {"clips/v1", "pairs/v1", "errors/v1"}
+    assert {s.spec_id for s in report.shards} == {"clips/v2", "pairs/v2", "errors/v1"}
     assert validate_main([str(root)]) == 0
     assert "OK, 0 warning(s)" in capsys.readouterr().out
     assert validate_main([str(root), "--json"]) == 0
@@ -94,7 +94,7 @@ def test_wrong_tensor_byte_length(dataset, fx):
     rows = [fx.clip_row("v1", 7, 0, np.random.default_rng(1), "/x.mp4")]
     rows[0]["latents"] = rows[0]["latents"][:-2]  # one bf16 value short
     table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS_V1.schema, fx.provenance("clips"))
+        rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips"))
     )
     extra = shard(root, i=2)
     write_raw(table, extra)
@@ -111,7 +111,7 @@ def test_nan_latents_are_found(dataset, fx):
     bad = np.zeros((16, 3, 8, 12), np.float32)
     bad[3, 1, 2, 2] = np.nan
     row["latents"], row["latents_shape"], row["latents_dtype"] = encode_array(bad, "bfloat16")
-    write_shard(str(shard(root, i=2)), CLIPS_V1.from_rows([row]), CLIPS_V1, fx.provenance("clips"))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows([row]), CLIPS, fx.provenance("clips"))
     (p,) = only_error(validate(str(root)), "finite")
     assert "'latents' row 0" in p.message
     assert validate(str(root), check_finite=False).ok
@@ -121,7 +121,7 @@ def test_other_vae_in_provenance(dataset, fx):
     root, _ = dataset
     path = shard(root)
     table = pq.read_table(path)
-    write_shard(str(path), table, CLIPS_V1, fx.provenance("clips", vae_id="someone/OtherVAE"))
+    write_shard(str(path), table, CLIPS, fx.provenance("clips", vae_id="someone/OtherVAE"))
     (p,) = only_error(validate(str(root)), "provenance")
     assert "VAE model id" in p.message and "someone/OtherVAE" in p.message
     assert p.shard == str(path) and "part-00000" in p.message  # names the reference shard
@@ -139,7 +139,7 @@ def test_missing_provenance(dataset):
     root, _ = dataset
     path = shard(root)
     table = pq.read_table(path)
-    write_raw(table.replace_schema_metadata({SPEC_KEY: b"clips/v1"}), path)
+    write_raw(table.replace_schema_metadata({SPEC_KEY: b"clips/v2"}), path)
     (p,) = only_error(validate(str(root)), "provenance")
     assert "no `sama.provenance`" in p.message
 
@@ -163,7 +163,7 @@ def test_count_only_summary(dataset):
 def test_duplicate_ids_across_shards(dataset, fx):
     root, built = dataset
     dup = dict(built["clips"][0])
-    write_shard(str(shard(root, i=2)), CLIPS_V1.from_rows([dup]), CLIPS_V1, fx.provenance("clips"))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows([dup]), CLIPS, fx.provenance("clips"))
     (p,) = only_error(validate(str(root)), "unique_ids")
     assert dup["clip_id"] in p.message and "part-00000" in p.message
 
@@ -204,9 +204,54 @@ def test_problem_lists_are_capped(dataset, many, fx):
     for r in rows:
         r["latents"] = r["latents"][:-2]
     table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS_V1.schema, fx.provenance("clips"))
+        rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips"))
     )
     write_raw(table, shard(root, i=2), row_group_size=1)
     report = validate(str(root))
     msgs = [p.message for p in report.errors]
     assert len(msgs) == 6 and msgs[-1] == f"... and {many - 5} more"
+
+
+def test_v1_datasets_still_validate_and_a_mix_is_a_warning(tmp_path, fx):
+    root = tmp_path / "ds"
+    fx.make_dataset(root, tmp_path / "media", version="v1")
+    report = validate(str(root))
+    assert report.ok and report.problems == [], report.format()
+    assert {s.spec_id for s in report.shards} == {"clips/v1", "pairs/v1", "errors/v1"}
+    rng = np.random.default_rng(5)
+    row = fx.with_previews([fx.clip_row("v9", 0, 0, rng, "/x.mp4")], "v2")
+    summary = json.loads((root / "summary.json").read_text())
+    summary["inputs"].append({"id": "v9", "uri": "/x.mp4", "kind": "clips"})
+    summary["num_inputs"] += 1
+    (root / "summary.json").write_text(json.dumps(summary))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows(row), CLIPS, fx.provenance("clips"))
+    mixed = validate(str(root))
+    assert mixed.ok, mixed.format()
+    (w,) = mixed.warnings
+    assert w.check == "versions" and "['clips/v1', 'clips/v2']" in w.message
+
+
+def test_quick_mode_reads_no_tensor_bytes_but_finds_short_cells(dataset, fx):
+    root, _ = dataset
+    assert validate(str(root), full=False).ok
+    rows = [fx.clip_row("v1", 7 + i, 0, np.random.default_rng(i), "/x.mp4") for i in range(3)]
+    for r in rows:
+        r["latents"] = b""  # every cell empty: the footer shows the column is too small
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
+    write_raw(table, shard(root, i=2))
+    (p,) = only_error(validate(str(root), full=False), "tensor_bytes")
+    assert "column 'latents': the shapes need 27,648 bytes but the column holds" in p.message
+    full = only_error(validate(str(root)), "tensor_bytes")
+    assert len(full) == 3 and "row 0: 0 bytes" in full[0].message
+
+
+def test_row_groups_above_the_viewer_limit_are_warnings(dataset, monkeypatch):
+    from datasets_spec import checks
+
+    root, _ = dataset
+    monkeypatch.setattr(checks, "VIEWER_ROW_GROUP_BYTES", 10_000)
+    report = validate(str(root))
+    assert report.ok
+    viewer = [w for w in report.warnings if w.check == "viewer"]
+    assert viewer and "above the Hub viewer's" in viewer[0].message
+    assert "output.row_group_mb" in viewer[0].message

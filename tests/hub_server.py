@@ -1,0 +1,446 @@
+"""A local Hugging Face Hub (127.0.0.1) that speaks enough of the Hub's HTTP API for
+``huggingface_hub`` 2.4 to upload through the LFS path and for ``HfFileSystem`` to read back.
+
+Endpoints (as ``huggingface_hub/_commit_api.py``, ``lfs.py``, ``hf_api.py`` and
+``hf_file_system.py`` call them):
+
+- ``POST /api/repos/create``, ``POST /api/datasets/R/branch/B``, ``GET /api/datasets/R[/revision/B]``
+- ``POST /api/datasets/R/preupload/B``: ``uploadMode`` ``lfs`` for data files (``.parquet`` and
+  anything over 10 MB, as the Hub's ``.gitattributes`` rules say) and ``regular`` for the card
+  and YAML, with the remote ``oid`` (sha256 for LFS, git blob sha1 for regular) so unchanged
+  files are skipped;
+- ``POST /datasets/R.git/info/lfs/objects/batch`` (basic transfer: an ``upload`` and a
+  ``verify`` action per missing object, no actions for an object already stored),
+  ``PUT /lfs/OID`` (sha256 and size checked), ``POST /lfs/verify``;
+- ``POST /api/datasets/R/commit/B`` (ndjson: ``header``, ``file``, ``lfsFile`` (refused unless
+  its object was uploaded), ``deletedFile``, ``deletedFolder``), ``POST /api/validate-yaml``;
+- ``GET /api/datasets/R/tree/B[/PATH]?recursive=`` (paginated with a ``Link`` header),
+  ``POST /api/datasets/R/paths-info/B``, ``GET|HEAD /datasets/R/resolve/B/PATH`` (``Range``).
+
+Xet is not spoken (its CAS protocol lives in the ``hf_xet`` binary): clients must run with
+``HF_HUB_DISABLE_XET=1``, which is how ``huggingface_hub`` takes the LFS path.
+
+Faults for tests: ``fail(endpoint, status, times)`` answers the next ``times`` calls of an
+endpoint with ``status`` (429 with ``Retry-After: 0``); ``delay[endpoint] = s`` sleeps first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+import yaml
+
+LFS_MIN_BYTES = 10 * 1024 * 1024
+PAGE = 50  # tree entries per page (the real Hub pages too; tests see the Link header work)
+
+
+def git_sha1(data: bytes) -> str:
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+def is_lfs(path: str, size: int) -> bool:
+    return path.endswith((".parquet", ".arrow", ".bin")) or size >= LFS_MIN_BYTES
+
+
+@dataclass
+class Repo:
+    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    commits: list[dict] = field(default_factory=list)
+    private: bool = False
+
+
+class LocalHub:
+    """The server; ``url`` is its endpoint. Thread-safe; state is in memory."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.lfs: dict[str, bytes] = {}  # sha256 -> content
+        self.calls: Counter = Counter()  # endpoint -> count
+        self.auth: dict[str, set[str]] = defaultdict(set)  # endpoint -> Authorization headers
+        self.yaml: list[dict] = []
+        self.delay: dict[str, float] = {}
+        self.committed = threading.Event()  # set after every commit
+        self._faults: dict[str, list[int]] = defaultdict(list)
+        self._lock = threading.RLock()
+        self.server = _Server(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self._thread.daemon = True
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail(self, endpoint: str, status: int = 429, times: int = 1) -> None:
+        self._faults[endpoint] += [status] * times
+
+    def files(self, repo: str, branch: str = "main") -> dict[str, bytes]:
+        with self._lock:
+            return dict(self.repos[repo].branches[branch])
+
+    def commits(self, repo: str) -> list[dict]:
+        with self._lock:
+            return list(self.repos[repo].commits)
+
+    # ---- request handling ---------------------------------------------------------------
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(h.path)
+        path, query = unquote(url.path), parse_qs(url.query)
+        body = _read_body(h)
+        endpoint, args = _route(method, path)
+        self.auth[endpoint].add(h.headers.get("authorization", ""))
+        if endpoint is None:
+            return _send(h, 404, {"error": f"not served by the local hub: {method} {path}"})
+        with self._lock:
+            self.calls[endpoint] += 1
+            fault = self._faults[endpoint].pop(0) if self._faults[endpoint] else None
+        if self.delay.get(endpoint):
+            time.sleep(self.delay[endpoint])
+        if fault is not None:
+            return _send(h, fault, {"error": f"injected {fault}"}, {"Retry-After": "0"})
+        getattr(self, f"_{endpoint}")(h, body, query, *args)
+
+    def _repo(self, h, repo: str, branch: str | None = None):
+        r = self.repos.get(repo)
+        if r is None:
+            _send(h, 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            return None
+        if branch is not None and branch not in r.branches:
+            _send(h, 404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+            return None
+        return r
+
+    def _create(self, h, body, query) -> None:
+        req = json.loads(body)
+        repo = f"{req['organization']}/{req['name']}"
+        with self._lock:
+            exists = repo in self.repos
+            if not exists:
+                self.repos[repo] = Repo(private=req.get("visibility") == "private")
+        url = {"url": f"{self.url}/datasets/{repo}", "name": repo}
+        if exists:  # the Hub's 409 carries the url too (create_repo(exist_ok=True) reads it)
+            return _send(h, 409, {"error": "You already created this dataset repo", **url})
+        _send(h, 200, url)
+
+    def _branch(self, h, body, query, repo, branch) -> None:
+        with self._lock:
+            r = self._repo(h, repo)
+            if r is None:
+                return
+            if branch in r.branches:
+                return _send(h, 409, {"error": "Reference already exists"})
+            r.branches[branch] = dict(r.branches["main"])
+        _send(h, 200, {})
+
+    def _info(self, h, body, query, repo, branch="main") -> None:
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            sha = _head(r, branch)
+            files = sorted(r.branches[branch])
+        _send(
+            h,
+            200,
+            {
+                "id": repo,
+                "sha": sha,
+                "private": r.private,
+                "siblings": [{"rfilename": p} for p in files],
+            },
+        )
+
+    def _validate_yaml(self, h, body, query) -> None:
+        text = json.loads(body)["content"]
+        self.yaml.append(yaml.safe_load(text.split("---")[1]))
+        _send(h, 200, {"errors": [], "warnings": []})
+
+    def _preupload(self, h, body, query, repo, branch) -> None:
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            have = r.branches[branch]
+            out = []
+            for f in json.loads(body)["files"]:
+                lfs = is_lfs(f["path"], f["size"])
+                old = have.get(f["path"])
+                oid = (
+                    None
+                    if old is None
+                    else (hashlib.sha256(old).hexdigest() if lfs else git_sha1(old))
+                )
+                out.append(
+                    {
+                        "path": f["path"],
+                        "uploadMode": "lfs" if lfs else "regular",
+                        "shouldIgnore": False,
+                        "oid": oid,
+                    }
+                )
+        _send(h, 200, {"files": out, "commitOid": "0" * 40})
+
+    def _lfs_batch(self, h, body, query, repo) -> None:
+        req = json.loads(body)
+        if "basic" not in req.get("transfers", ["basic"]):
+            return _send(h, 422, {"message": "only the basic transfer is served"})
+        objects = []
+        for o in req["objects"]:
+            item = {"oid": o["oid"], "size": o["size"]}
+            with self._lock:
+                stored = o["oid"] in self.lfs
+            if not stored:
+                item["actions"] = {
+                    "upload": {"href": f"{self.url}/lfs/{o['oid']}?size={o['size']}"},
+                    "verify": {"href": f"{self.url}/lfs/verify"},
+                }
+            objects.append(item)
+        _send(
+            h, 200, {"transfer": "basic", "objects": objects}, ctype="application/vnd.git-lfs+json"
+        )
+
+    def _lfs_upload(self, h, body, query, oid) -> None:
+        if hashlib.sha256(body).hexdigest() != oid or str(len(body)) != query["size"][0]:
+            return _send(h, 400, {"error": "content does not match its oid / size"})
+        with self._lock:
+            self.lfs[oid] = body
+        _send(h, 200, {})
+
+    def _lfs_verify(self, h, body, query) -> None:
+        req = json.loads(body)
+        ok = self.lfs.get(req["oid"]) is not None and len(self.lfs[req["oid"]]) == req["size"]
+        _send(h, 200 if ok else 404, {})
+
+    def _commit(self, h, body, query, repo, branch) -> None:
+        lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            files = dict(r.branches[branch])
+            record = {"summary": lines[0]["value"]["summary"], "added": [], "deleted": []}
+            for item in lines[1:]:
+                key, v = item["key"], item["value"]
+                if key == "file":
+                    files[v["path"]] = base64.b64decode(v["content"])
+                elif key == "lfsFile":
+                    if v["oid"] not in self.lfs:
+                        return _send(h, 422, {"error": f"LFS object {v['oid']} was not uploaded"})
+                    files[v["path"]] = self.lfs[v["oid"]]
+                elif key == "deletedFile":
+                    if files.pop(v["path"], None) is None:
+                        return _send(h, 404, {"error": "A file with this name doesn't exist"})
+                elif key == "deletedFolder":
+                    prefix = v["path"].rstrip("/") + "/"
+                    files = {p: b for p, b in files.items() if not p.startswith(prefix)}
+                else:
+                    return _send(h, 400, {"error": f"unknown commit item {key}"})
+                record["added" if key in ("file", "lfsFile") else "deleted"].append(v["path"])
+            r.branches[branch] = files
+            r.commits.append(record)
+            oid = _head(r, branch)
+        self.committed.set()
+        _send(h, 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}", "commitOid": oid})
+
+    def _entries(self, repo: Repo, branch: str, prefix: str, recursive: bool) -> list[dict]:
+        files, out, dirs = repo.branches[branch], [], set()
+        base = f"{prefix.rstrip('/')}/" if prefix else ""
+        for p in sorted(files):
+            if not p.startswith(base):
+                continue
+            rest = p[len(base) :]
+            parts = rest.split("/")
+            for k in range(1, len(parts) if recursive else min(2, len(parts))):
+                dirs.add(base + "/".join(parts[:k]))
+            if recursive or len(parts) == 1:
+                out.append(_file_entry(p, files[p]))
+        out += [{"type": "directory", "path": d, "oid": git_sha1(d.encode())} for d in sorted(dirs)]
+        return out
+
+    def _tree(self, h, body, query, repo, branch, prefix="") -> None:
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            recursive = query.get("recursive", ["False"])[0].lower() == "true"
+            entries = self._entries(r, branch, prefix, recursive)
+        if prefix and not entries and prefix not in r.branches[branch]:
+            return _send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        start = int(query.get("cursor", ["0"])[0])
+        page, headers = entries[start : start + PAGE], {}
+        if start + PAGE < len(entries):
+            nxt = f"{self.url}{urlparse(h.path).path}?recursive={recursive}&cursor={start + PAGE}"
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        _send(h, 200, page, headers)
+
+    def _paths_info(self, h, body, query, repo, branch) -> None:
+        form = parse_qs(body.decode())
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            files = r.branches[branch]
+            out = []
+            for p in form.get("paths", []):
+                if p in files:
+                    out.append(_file_entry(p, files[p]))
+                elif any(f.startswith(p.rstrip("/") + "/") for f in files):
+                    out.append({"type": "directory", "path": p, "oid": git_sha1(p.encode())})
+        _send(h, 200, out)
+
+    def _resolve(self, h, body, query, repo, branch, path, head=False) -> None:
+        with self._lock:
+            r = self._repo(h, repo, branch)
+            if r is None:
+                return
+            data = r.branches[branch].get(path)
+            sha = _head(r, branch)
+        if data is None:
+            return _send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{git_sha1(data)}"', "Accept-Ranges": "bytes"}
+        status, chunk = 200, data
+        rng = h.headers.get("range")
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[len("bytes=") :].partition("-")
+            lo = int(a) if a else max(0, len(data) - int(b))
+            hi = min(len(data) - 1, int(b)) if a and b else len(data) - 1
+            status, chunk = 206, data[lo : hi + 1]
+            headers["Content-Range"] = f"bytes {lo}-{hi}/{len(data)}"
+        _send(h, status, chunk, headers, ctype="application/octet-stream", head=head)
+
+
+def _head(repo: Repo, branch: str) -> str:
+    files = repo.branches[branch]
+    blob = json.dumps({p: git_sha1(b) for p, b in sorted(files.items())}).encode()
+    return hashlib.sha1(blob + str(len(repo.commits)).encode()).hexdigest()
+
+
+def _file_entry(path: str, data: bytes) -> dict:
+    entry = {"type": "file", "path": path, "size": len(data), "oid": git_sha1(data)}
+    if is_lfs(path, len(data)):
+        entry["lfs"] = {
+            "oid": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "pointerSize": 134,
+        }
+    return entry
+
+
+def _route(method: str, path: str) -> tuple[str | None, tuple]:
+    p = path.strip("/").split("/")
+    if method == "POST" and path == "/api/repos/create":
+        return "create", ()
+    if method == "POST" and path == "/api/validate-yaml":
+        return "validate_yaml", ()
+    if method == "PUT" and p[0] == "lfs" and len(p) == 2:
+        return "lfs_upload", (p[1],)
+    if method == "POST" and p == ["lfs", "verify"]:
+        return "lfs_verify", ()
+    if method == "POST" and p[0] == "datasets" and path.endswith(".git/info/lfs/objects/batch"):
+        return "lfs_batch", (f"{p[1]}/{p[2][: -len('.git')]}",)
+    if p[0] == "datasets" and len(p) >= 6 and p[3] == "resolve" and method in ("GET", "HEAD"):
+        return "resolve", (f"{p[1]}/{p[2]}", p[4], "/".join(p[5:]), method == "HEAD")
+    if p[:2] != ["api", "datasets"] or len(p) < 4:
+        return None, ()
+    repo, rest = f"{p[2]}/{p[3]}", p[4:]
+    if method == "GET" and not rest:
+        return "info", (repo,)
+    if method == "GET" and rest[0] == "revision" and len(rest) == 2:
+        return "info", (repo, rest[1])
+    if method == "GET" and rest[0] == "tree" and len(rest) >= 2:
+        return "tree", (repo, rest[1], "/".join(rest[2:]))
+    actions = {
+        "preupload": "preupload",
+        "commit": "commit",
+        "paths-info": "paths_info",
+        "branch": "branch",
+    }
+    if method == "POST" and len(rest) == 2 and rest[0] in actions:
+        return actions[rest[0]], (repo, rest[1])
+    return None, ()
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    if h.headers.get("transfer-encoding", "").lower() == "chunked":
+        out = bytearray()
+        while True:
+            size = int(h.rfile.readline().strip().split(b";")[0], 16)
+            if size == 0:
+                h.rfile.readline()
+                return bytes(out)
+            out += h.rfile.read(size)
+            h.rfile.readline()
+    return h.rfile.read(int(h.headers.get("content-length") or 0))
+
+
+def _send(
+    h,
+    status: int,
+    obj,
+    headers: dict | None = None,
+    ctype: str = "application/json",
+    head: bool = False,
+) -> None:
+    blob = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", ctype)
+    h.send_header("Content-Length", str(len(blob)))
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    if not head:
+        h.wfile.write(blob)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed client is expected
+            super().handle_error(request, client_address)
+
+
+def _handler(hub: LocalHub):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet test output
+            pass
+
+        def do_GET(self):
+            hub.handle(self, "GET")
+
+        def do_HEAD(self):
+            hub.handle(self, "HEAD")
+
+        def do_POST(self):
+            hub.handle(self, "POST")
+
+        def do_PUT(self):
+            hub.handle(self, "PUT")
+
+    return Handler
+
+
+def hub_env(hub: LocalHub, token: str) -> dict[str, str]:
+    """Environment for a subprocess that talks to ``hub`` (LFS path, online, a fake token)."""
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_TOKEN": token,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+
+
+__all__ = ["LocalHub", "git_sha1", "hub_env"]
