@@ -167,7 +167,9 @@ def validate(
     unchecked = [s for s in out.shards if not s.checked]
     if unchecked:  # their rows are unknown, so "missing" inputs would only echo the error above
         col.add(
-            "inputs", f"not checked: {len(unchecked)} shard(s) could not be read", level="warning"
+            "inputs",
+            f"not checked: {len(unchecked)} shard(s) were not read through (see the errors)",
+            level="warning",
         )
         out.num_inputs = num_inputs(ds.summary)
     else:
