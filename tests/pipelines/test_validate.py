@@ -93,9 +93,7 @@ def test_wrong_tensor_byte_length(dataset, fx):
     root, _ = dataset
     rows = [fx.clip_row("v1", 7, 0, np.random.default_rng(1), "/x.mp4")]
     rows[0]["latents"] = rows[0]["latents"][:-2]  # one bf16 value short
-    table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips"))
-    )
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
     extra = shard(root, i=2)
     write_raw(table, extra)
     problems = only_error(validate(str(root)), "tensor_bytes")
@@ -203,9 +201,7 @@ def test_problem_lists_are_capped(dataset, many, fx):
     rows = [fx.clip_row("v1", 10 + i, 0, rng, "/x.mp4") for i in range(many)]
     for r in rows:
         r["latents"] = r["latents"][:-2]
-    table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips"))
-    )
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
     write_raw(table, shard(root, i=2), row_group_size=1)
     report = validate(str(root))
     msgs = [p.message for p in report.errors]
@@ -255,3 +251,28 @@ def test_row_groups_above_the_viewer_limit_are_warnings(dataset, monkeypatch):
     viewer = [w for w in report.warnings if w.check == "viewer"]
     assert viewer and "above the Hub viewer's" in viewer[0].message
     assert "output.row_group_mb" in viewer[0].message
+
+
+def test_hostile_shards_get_one_line_each_no_traceback_bounded_memory(tmp_path, fx):
+    """``sama validate`` in a subprocess on the crafted set (tests/hostile.py): exit 1, a line
+    naming the shard per case, no traceback, peak RSS under 2 GiB (the bomb is 4 GiB inside)."""
+    import os
+    import sys
+
+    from tests.hostile import CASES, run_measured, write_hostile_set
+
+    root = tmp_path / "hostile"
+    write_hostile_set(root, fx.provenance("clips"))
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    for extra in ([], ["--quick"]):
+        cmd = [sys.executable, "-m", "sama.cli", "validate", str(root), *extra]
+        rc, text, rss_mb = run_measured(cmd, cwd=repo, env=env, timeout=300)
+        assert rc == 1, text
+        for case, needle in CASES.items():
+            lines = [
+                x for x in text.splitlines() if f"clips/{case}.parquet:" in x and "[error" in x
+            ]
+            assert len(lines) == 1 and needle in lines[0], (case, lines)
+        assert "Traceback" not in text and "INVALID: 8 error(s)" in text
+        assert rss_mb < 2048, f"peak RSS {rss_mb:.0f} MiB"
