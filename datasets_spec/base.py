@@ -8,6 +8,7 @@ and declares an upper bound per axis, which every reader enforces before allocat
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,14 +84,14 @@ class RecordSpec:
     def id(self) -> str:
         return f"{self.kind}/{self.version}"
 
-    @property
+    @functools.cached_property  # readers call it per shard; specs never change
     def columns(self) -> list[Column]:
         out: list[Column] = []
         for f in self.fields:
             out.extend(f.columns() if isinstance(f, TensorColumn) else [f])
         return out
 
-    @property
+    @functools.cached_property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 

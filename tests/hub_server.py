@@ -27,6 +27,7 @@ endpoint with ``status`` (429 with ``Retry-After: 0``); ``delay[endpoint] = s`` 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import threading
@@ -55,6 +56,7 @@ class Repo:
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     commits: list[dict] = field(default_factory=list)
     private: bool = False
+    heads: dict[str, str] = field(default_factory=dict)  # branch -> commit oid
 
 
 class LocalHub:
@@ -248,6 +250,7 @@ class LocalHub:
                 record["added" if key in ("file", "lfsFile") else "deleted"].append(v["path"])
             r.branches[branch] = files
             r.commits.append(record)
+            r.heads.pop(branch, None)
             oid = _head(r, branch)
         self.committed.set()
         _send(h, 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}", "commitOid": oid})
@@ -320,16 +323,26 @@ class LocalHub:
 
 
 def _head(repo: Repo, branch: str) -> str:
-    files = repo.branches[branch]
-    blob = json.dumps({p: git_sha1(b) for p, b in sorted(files.items())}).encode()
-    return hashlib.sha1(blob + str(len(repo.commits)).encode()).hexdigest()
+    """The branch's commit oid (computed once per commit: a listing must not hash every file)."""
+    if branch not in repo.heads:
+        files = repo.branches[branch]
+        blob = json.dumps({p: len(b) for p, b in sorted(files.items())}).encode()
+        repo.heads[branch] = hashlib.sha1(blob + str(len(repo.commits)).encode()).hexdigest()
+    return repo.heads[branch]
+
+
+@functools.cache
+def _digests(data: bytes) -> tuple[str, str]:
+    """(git blob sha1, sha256) of stored content, once per object (bytes cache their hash)."""
+    return git_sha1(data), hashlib.sha256(data).hexdigest()
 
 
 def _file_entry(path: str, data: bytes) -> dict:
-    entry = {"type": "file", "path": path, "size": len(data), "oid": git_sha1(data)}
+    sha1, sha256 = _digests(data)
+    entry = {"type": "file", "path": path, "size": len(data), "oid": sha1}
     if is_lfs(path, len(data)):
         entry["lfs"] = {
-            "oid": hashlib.sha256(data).hexdigest(),
+            "oid": sha256,
             "size": len(data),
             "pointerSize": 134,
         }
@@ -413,6 +426,7 @@ class _Server(ThreadingHTTPServer):
 def _handler(hub: LocalHub):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two sends: no 40 ms stall
 
         def log_message(self, *args):  # quiet test output
             pass
