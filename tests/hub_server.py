@@ -17,8 +17,11 @@ Endpoints (as ``huggingface_hub/_commit_api.py``, ``lfs.py``, ``hf_api.py`` and
 - ``GET /api/datasets/R/tree/B[/PATH]?recursive=`` (paginated with a ``Link`` header),
   ``POST /api/datasets/R/paths-info/B``, ``GET|HEAD /datasets/R/resolve/B/PATH`` (``Range``).
 
-Xet is not spoken (its CAS protocol lives in the ``hf_xet`` binary): clients must run with
-``HF_HUB_DISABLE_XET=1``, which is how ``huggingface_hub`` takes the LFS path.
+Xet: by default the server speaks no Xet, and clients run with ``HF_HUB_DISABLE_XET=1``, which is
+how ``huggingface_hub`` takes the LFS path. ``LocalHub(xet_cas="local:///DIR")`` also answers
+``GET /api/datasets/R/xet-write-token/B`` with that CAS URL: ``hf_xet`` then chunks and stores
+the files under DIR itself (its local CAS client) and the commit names them by sha256
+(``lfsFile``), which the server records as ``XetBlob`` (content in the CAS, not served back).
 
 Faults for tests: ``fail(endpoint, status, times)`` answers the next ``times`` calls of an
 endpoint with ``status`` (429 with ``Retry-After: 0``); ``delay[endpoint] = s`` sleeps first.
@@ -51,6 +54,17 @@ def is_lfs(path: str, size: int) -> bool:
     return path.endswith((".parquet", ".arrow", ".bin")) or size >= LFS_MIN_BYTES
 
 
+@dataclass(frozen=True)
+class XetBlob:
+    """A file committed by sha256 after ``hf_xet`` stored its chunks in the local CAS."""
+
+    sha256: str
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
 @dataclass
 class Repo:
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
@@ -62,7 +76,8 @@ class Repo:
 class LocalHub:
     """The server; ``url`` is its endpoint. Thread-safe; state is in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, xet_cas: str | None = None) -> None:
+        self.xet_cas = xet_cas
         self.repos: dict[str, Repo] = {}
         self.lfs: dict[str, bytes] = {}  # sha256 -> content
         self.calls: Counter = Counter()  # endpoint -> count
@@ -177,11 +192,7 @@ class LocalHub:
             for f in json.loads(body)["files"]:
                 lfs = is_lfs(f["path"], f["size"])
                 old = have.get(f["path"])
-                oid = (
-                    None
-                    if old is None
-                    else (hashlib.sha256(old).hexdigest() if lfs else git_sha1(old))
-                )
+                oid = None if old is None else _oid(old, lfs)
                 out.append(
                     {
                         "path": f["path"],
@@ -236,9 +247,12 @@ class LocalHub:
                 if key == "file":
                     files[v["path"]] = base64.b64decode(v["content"])
                 elif key == "lfsFile":
-                    if v["oid"] not in self.lfs:
+                    if v["oid"] in self.lfs:
+                        files[v["path"]] = self.lfs[v["oid"]]
+                    elif self.xet_cas:  # hf_xet stored it in the CAS (the Hub checks its shard)
+                        files[v["path"]] = XetBlob(v["oid"], int(v["size"]))
+                    else:
                         return _send(h, 422, {"error": f"LFS object {v['oid']} was not uploaded"})
-                    files[v["path"]] = self.lfs[v["oid"]]
                 elif key == "deletedFile":
                     if files.pop(v["path"], None) is None:
                         return _send(h, 404, {"error": "A file with this name doesn't exist"})
@@ -301,6 +315,17 @@ class LocalHub:
                     out.append({"type": "directory", "path": p, "oid": git_sha1(p.encode())})
         _send(h, 200, out)
 
+    def _xet_token(self, h, body, query, repo) -> None:
+        if not self.xet_cas:
+            return _send(h, 404, {"error": "this local hub speaks no Xet"})
+        exp = str(int(time.time()) + 3600)
+        headers = {
+            "X-Xet-Cas-Url": self.xet_cas,
+            "X-Xet-Access-Token": "local",
+            "X-Xet-Token-Expiration": exp,
+        }
+        _send(h, 200, {"casUrl": self.xet_cas, "accessToken": "local", "exp": int(exp)}, headers)
+
     def _resolve(self, h, body, query, repo, branch, path, head=False) -> None:
         with self._lock:
             r = self._repo(h, repo, branch)
@@ -308,6 +333,8 @@ class LocalHub:
                 return
             data = r.branches[branch].get(path)
             sha = _head(r, branch)
+        if isinstance(data, XetBlob):
+            return _send(h, 501, {"error": "stored in the local Xet CAS; not served"})
         if data is None:
             return _send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_sha1(data)}"', "Accept-Ranges": "bytes"}
@@ -337,8 +364,19 @@ def _digests(data: bytes) -> tuple[str, str]:
     return git_sha1(data), hashlib.sha256(data).hexdigest()
 
 
-def _file_entry(path: str, data: bytes) -> dict:
-    sha1, sha256 = _digests(data)
+def _oid(data: bytes | XetBlob, lfs: bool) -> str:
+    """The oid preupload reports: sha256 for LFS/Xet files, the git blob sha1 otherwise."""
+    if isinstance(data, XetBlob):
+        return data.sha256
+    return _digests(data)[1] if lfs else _digests(data)[0]
+
+
+def _file_entry(path: str, data: bytes | XetBlob) -> dict:
+    if isinstance(data, XetBlob):
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{data.sha256}\n"
+        sha1, sha256 = git_sha1(pointer.encode()), data.sha256
+    else:
+        sha1, sha256 = _digests(data)
     entry = {"type": "file", "path": path, "size": len(data), "oid": sha1}
     if is_lfs(path, len(data)):
         entry["lfs"] = {
@@ -366,6 +404,8 @@ def _route(method: str, path: str) -> tuple[str | None, tuple]:
     if p[:2] != ["api", "datasets"] or len(p) < 4:
         return None, ()
     repo, rest = f"{p[2]}/{p[3]}", p[4:]
+    if method == "GET" and rest and rest[0] == "xet-write-token":
+        return "xet_token", (repo,)
     if method == "GET" and not rest:
         return "info", (repo,)
     if method == "GET" and rest[0] == "revision" and len(rest) == 2:

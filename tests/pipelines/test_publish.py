@@ -2,7 +2,8 @@
 Hub would load it; invalid or secret-carrying data is refused; the upload goes through
 ``huggingface_hub``'s LFS path to a local Hub server (``tests/hub_server.py``), survives a
 SIGKILL midway (the re-run ends with the same repo contents, sending nothing twice), retries
-429s and never prints the token. An opt-in test pushes to the real Hub."""
+429s and never prints the token; with ``hf_xet`` the library's Xet pipeline uploads into a local
+CAS. An opt-in test pushes to the real Hub."""
 
 from __future__ import annotations
 
@@ -372,3 +373,40 @@ def test_publish_to_the_real_hub(dataset, monkeypatch, tmp_path):
         assert {p: sizes.get(p) for p in want} == {p: len(b) for p, b in want.items()}
     finally:
         api.delete_branch(repo, repo_type="dataset", branch=branch)
+
+
+def test_upload_through_the_xet_pipeline(dataset, tmp_path, monkeypatch, capsys):
+    """With ``hf_xet`` (as on the Hub): ``hf_xet`` chunks the shards into a local CAS (its own
+    ``local://`` client), the library's pipeline commits them by sha256 in one call, the card
+    goes in a second call; a re-run commits nothing."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    from tests.hub_server import XetBlob
+
+    root, _ = dataset
+    want = dry_run(root, tmp_path / "dry")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    server = LocalHub(xet_cas=f"local://{tmp_path / 'cas'}")
+    try:
+        argv = [str(root), "me/tiny", "--endpoint", server.url]
+        assert publish_main(argv) == 0
+        assert "2 upload(s) (Xet pipeline)" in capsys.readouterr().out
+        files = server.files("me/tiny")
+        assert sorted(files) == sorted(want)
+        for path, content in want.items():
+            got = files[path]
+            if path.endswith(".parquet"):  # chunked into the CAS, committed by its sha256
+                assert got == XetBlob(hashlib.sha256(content).hexdigest(), len(content))
+            else:
+                assert got == content
+        assert [len(c["added"]) for c in server.commits("me/tiny")] == [4, 2]
+        assert server.calls["xet_token"] and not server.calls["lfs_upload"]
+        assert any((tmp_path / "cas").rglob("*"))  # xorbs and shards written by hf_xet
+        assert publish_main(argv) == 0  # nothing changed: nothing committed
+        assert len(server.commits("me/tiny")) == 2
+    finally:
+        server.close()
