@@ -75,87 +75,125 @@ def check_cells(
     """Check tensor ``column`` (a ``TensorColumn``) in ``table``, which holds at least
     ``{name}_shape`` and ``{name}_dtype`` and, if read, ``{name}``. Row numbers in the messages
     are ``row_offset +`` the table row. Never raises on bad values."""
-    name, axes = column.name, column.layout.split(",")
-    ndim, bounds = len(axes), tuple(int(b) for b in column.max_shape)
-    out = _Lines()
-    shape_arr = table.column(f"{name}_shape").combine_chunks()
-    dtype_arr = table.column(f"{name}_dtype").combine_chunks()
-    n = len(shape_arr)
-    nbytes = np.zeros(n, dtype=np.int64)
-    has_shape, has_dtype = _valid(shape_arr), _valid(dtype_arr)
-    has_data = _valid(table.column(name)) if name in table.column_names else has_shape
-    for i in np.flatnonzero((has_shape != has_dtype) | (has_shape != has_data))[:MAX_EXAMPLES]:
-        out.add(
-            "nulls",
-            f"column {name!r} row {row_offset + i}: `{name}`, `{name}_shape` and "
-            f"`{name}_dtype` must be null together",
-        )
-    ok = has_shape & has_dtype & has_data
-    lengths = pc.fill_null(pc.list_value_length(shape_arr), 0).to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(ok & (lengths != ndim)):
-        out.add(
-            "ndim",
-            f"column '{name}_shape' row {row_offset + i}: {int(lengths[i])} "
-            f"dimension(s), layout {column.layout} needs {ndim}",
-        )
-    ok &= lengths == ndim
-    dims = _dims(shape_arr, ok, ndim)  # [k, ndim] int64 for the rows in ok
-    rows = np.flatnonzero(ok)
-    low, high = dims < 1, dims > np.array(bounds, dtype=np.int64)
-    bad = low | high
-    for r in np.flatnonzero(bad.any(axis=1)):
-        a = int(np.argmax(bad[r]))  # the first offending axis names the problem
-        i, v = rows[r], int(dims[r, a])
-        why = (
-            "every dimension must be >= 1"
-            if v < 1
-            else f"above the spec's bound {bounds[a]} for {axes[a]}"
-        )
-        out.add(
-            "dims",
-            f"column '{name}_shape' row {row_offset + i}: dimension {v} on axis "
-            f"{axes[a]} of shape {dims[r].tolist()} ({why})",
-        )
-    good = ~(low | high).any(axis=1)
-    ok[rows[~good]] = False
-    rows, dims = rows[good], dims[good]
-    codes = pc.fill_null(pc.index_in(dtype_arr, value_set=pa.array(_DTYPES)), -1)
-    codes = codes.to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(ok & (codes < 0)):
-        out.add(
-            "dtype",
-            f"column '{name}_dtype' row {row_offset + i}: unknown dtype "
-            f"{dtype_arr[int(i)].as_py()!r}; allowed: {_DTYPES}",
-        )
-    keep = codes[rows] >= 0
-    ok[rows[~keep]] = False
-    rows, dims = rows[keep], dims[keep]
-    counts = _products(dims, bounds)
-    sizes = [c * int(_ITEMSIZE[codes[i]]) for c, i in zip(counts, rows, strict=True)]
-    for i, size, d in zip(rows, sizes, dims, strict=True):
-        if size > max_tensor_bytes:
-            out.add(
-                "size",
-                f"column '{name}_shape' row {row_offset + i}: shape {d.tolist()} of "
-                f"{_DTYPES[codes[i]]} needs {size:,} bytes, above the cap of "
-                f"{max_tensor_bytes:,} per tensor",
+    c = _Check(table, column, row_offset)
+    rows, dims = c.shapes()
+    rows, dims = c.within_bounds(rows, dims)
+    codes, rows, dims = c.dtypes(rows, dims)
+    c.sizes(rows, dims, codes, max_tensor_bytes)
+    if column.name in table.column_names:
+        c.lengths(table.column(column.name), rows, dims, codes)
+    c.nbytes[~c.ok] = 0
+    return CellReport(c.out.finish(), c.nbytes)
+
+
+class _Check:
+    """The rules of ``check_cells`` in order; ``ok`` marks the rows still passing."""
+
+    def __init__(self, table: pa.Table, column, row_offset: int) -> None:
+        self.name, self.layout, self.axes = column.name, column.layout, column.layout.split(",")
+        self.bounds = tuple(int(b) for b in column.max_shape)
+        self.base, self.out = row_offset, _Lines()
+        self.shape_arr = table.column(f"{self.name}_shape").combine_chunks()
+        self.dtype_arr = table.column(f"{self.name}_dtype").combine_chunks()
+        self.nbytes = np.zeros(len(self.shape_arr), dtype=np.int64)
+        has_shape, has_dtype = _valid(self.shape_arr), _valid(self.dtype_arr)
+        in_table = self.name in table.column_names
+        has_data = _valid(table.column(self.name)) if in_table else has_shape
+        for i in np.flatnonzero((has_shape != has_dtype) | (has_shape != has_data)):
+            self.add(
+                "nulls",
+                self.name,
+                i,
+                f"`{self.name}`, `{self.name}_shape` and `{self.name}_dtype` must be null together",
             )
-            ok[i] = False
-        else:
-            nbytes[i] = size
-    if name in table.column_names:
-        _check_lengths(
-            table.column(name),
-            name,
-            ok,
-            nbytes,
-            dims_of=(rows, dims),
-            out=out,
-            row_offset=row_offset,
-            dtypes=codes,
-        )
-    nbytes[~ok] = 0
-    return CellReport(out.finish(), nbytes)
+        self.ok = has_shape & has_dtype & has_data
+
+    def add(self, rule: str, column: str, i, text: str) -> None:
+        self.out.add(rule, f"column {column!r} row {self.base + int(i)}: {text}")
+
+    def shapes(self) -> tuple[np.ndarray, np.ndarray]:
+        """One dimension per axis; -> (rows, dims [rows, ndim] int64)."""
+        ndim = len(self.axes)
+        lengths = pc.fill_null(pc.list_value_length(self.shape_arr), 0)
+        lengths = lengths.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(self.ok & (lengths != ndim)):
+            self.add(
+                "ndim",
+                f"{self.name}_shape",
+                i,
+                f"{int(lengths[i])} dimension(s), layout {self.layout} needs {ndim}",
+            )
+        self.ok &= lengths == ndim
+        return np.flatnonzero(self.ok), _dims(self.shape_arr, self.ok, ndim)
+
+    def within_bounds(self, rows: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every dimension in [1, the spec's bound for its axis]."""
+        bad = (dims < 1) | (dims > np.array(self.bounds, dtype=np.int64))
+        for r in np.flatnonzero(bad.any(axis=1)):
+            a = int(np.argmax(bad[r]))  # the first offending axis names the problem
+            v = int(dims[r, a])
+            why = (
+                "every dimension must be >= 1"
+                if v < 1
+                else f"above the spec's bound {self.bounds[a]} for {self.axes[a]}"
+            )
+            self.add(
+                "dims",
+                f"{self.name}_shape",
+                rows[r],
+                f"dimension {v} on axis {self.axes[a]} of shape {dims[r].tolist()} ({why})",
+            )
+        good = ~bad.any(axis=1)
+        self.ok[rows[~good]] = False
+        return rows[good], dims[good]
+
+    def dtypes(self, rows, dims) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A known dtype; -> (dtype codes [all rows], rows, dims)."""
+        codes = pc.fill_null(pc.index_in(self.dtype_arr, value_set=pa.array(_DTYPES)), -1)
+        codes = codes.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(self.ok & (codes < 0)):
+            self.add(
+                "dtype",
+                f"{self.name}_dtype",
+                i,
+                f"unknown dtype {self.dtype_arr[int(i)].as_py()!r}; allowed: {_DTYPES}",
+            )
+        keep = codes[rows] >= 0
+        self.ok[rows[~keep]] = False
+        return codes, rows[keep], dims[keep]
+
+    def sizes(self, rows, dims, codes, cap: int) -> None:
+        """Bytes per cell (Python ints) at most ``cap``; fills ``nbytes``."""
+        counts = _products(dims, self.bounds)
+        for i, count, d in zip(rows, counts, dims, strict=True):
+            size = count * int(_ITEMSIZE[codes[i]])
+            if size > cap:
+                self.add(
+                    "size",
+                    f"{self.name}_shape",
+                    i,
+                    f"shape {d.tolist()} of "
+                    f"{_DTYPES[codes[i]]} needs {size:,} bytes, above the cap of "
+                    f"{cap:,} per tensor",
+                )
+                self.ok[i] = False
+            else:
+                self.nbytes[i] = size
+
+    def lengths(self, data, rows, dims, codes) -> None:
+        """Each read cell holds exactly the bytes its shape and dtype need."""
+        lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False)
+        where = {int(i): d for i, d in zip(rows, dims, strict=True)}
+        for i in np.flatnonzero(self.ok & (lengths.astype(np.int64) != self.nbytes)):
+            self.add(
+                "bytes",
+                self.name,
+                i,
+                f"{int(lengths[i]):,} bytes, but shape "
+                f"{where[int(i)].tolist()} of {_DTYPES[codes[i]]} needs "
+                f"{int(self.nbytes[i]):,}",
+            )
+            self.ok[i] = False
 
 
 def _dims(shape_arr: pa.Array, ok: np.ndarray, ndim: int) -> np.ndarray:
@@ -173,17 +211,3 @@ def _products(dims: np.ndarray, bounds: tuple[int, ...]) -> list[int]:
     if math.prod(bounds) < 1 << 62:
         return [int(x) for x in np.prod(dims, axis=1, dtype=np.int64)]
     return [math.prod(int(x) for x in row) for row in dims]
-
-
-def _check_lengths(data, name, ok, nbytes, *, dims_of, out, row_offset, dtypes) -> None:
-    lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False)
-    rows, dims = dims_of
-    where = {int(i): d for i, d in zip(rows, dims, strict=True)}
-    for i in np.flatnonzero(ok & (lengths.astype(np.int64) != nbytes)):
-        out.add(
-            "bytes",
-            f"column {name!r} row {row_offset + i}: {int(lengths[i]):,} bytes, but "
-            f"shape {where[int(i)].tolist()} of {_DTYPES[dtypes[i]]} needs "
-            f"{int(nbytes[i]):,}",
-        )
-        ok[i] = False

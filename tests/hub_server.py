@@ -37,10 +37,12 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlparse
 
 import yaml
+
+from tests.hub_http import Server, handler, read_body, route, send
 
 LFS_MIN_BYTES = 10 * 1024 * 1024
 PAGE = 50  # tree entries per page (the real Hub pages too; tests see the Link header work)
@@ -87,7 +89,7 @@ class LocalHub:
         self.committed = threading.Event()  # set after every commit
         self._faults: dict[str, list[int]] = defaultdict(list)
         self._lock = threading.RLock()
-        self.server = _Server(("127.0.0.1", 0), _handler(self))
+        self.server = Server(("127.0.0.1", 0), handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
@@ -113,27 +115,27 @@ class LocalHub:
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urlparse(h.path)
         path, query = unquote(url.path), parse_qs(url.query)
-        body = _read_body(h)
-        endpoint, args = _route(method, path)
+        body = read_body(h)
+        endpoint, args = route(method, path)
         self.auth[endpoint].add(h.headers.get("authorization", ""))
         if endpoint is None:
-            return _send(h, 404, {"error": f"not served by the local hub: {method} {path}"})
+            return send(h, 404, {"error": f"not served by the local hub: {method} {path}"})
         with self._lock:
             self.calls[endpoint] += 1
             fault = self._faults[endpoint].pop(0) if self._faults[endpoint] else None
         if self.delay.get(endpoint):
             time.sleep(self.delay[endpoint])
         if fault is not None:
-            return _send(h, fault, {"error": f"injected {fault}"}, {"Retry-After": "0"})
+            return send(h, fault, {"error": f"injected {fault}"}, {"Retry-After": "0"})
         getattr(self, f"_{endpoint}")(h, body, query, *args)
 
     def _repo(self, h, repo: str, branch: str | None = None):
         r = self.repos.get(repo)
         if r is None:
-            _send(h, 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            send(h, 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
             return None
         if branch is not None and branch not in r.branches:
-            _send(h, 404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+            send(h, 404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
             return None
         return r
 
@@ -146,8 +148,8 @@ class LocalHub:
                 self.repos[repo] = Repo(private=req.get("visibility") == "private")
         url = {"url": f"{self.url}/datasets/{repo}", "name": repo}
         if exists:  # the Hub's 409 carries the url too (create_repo(exist_ok=True) reads it)
-            return _send(h, 409, {"error": "You already created this dataset repo", **url})
-        _send(h, 200, url)
+            return send(h, 409, {"error": "You already created this dataset repo", **url})
+        send(h, 200, url)
 
     def _branch(self, h, body, query, repo, branch) -> None:
         with self._lock:
@@ -155,9 +157,9 @@ class LocalHub:
             if r is None:
                 return
             if branch in r.branches:
-                return _send(h, 409, {"error": "Reference already exists"})
+                return send(h, 409, {"error": "Reference already exists"})
             r.branches[branch] = dict(r.branches["main"])
-        _send(h, 200, {})
+        send(h, 200, {})
 
     def _info(self, h, body, query, repo, branch="main") -> None:
         with self._lock:
@@ -166,7 +168,7 @@ class LocalHub:
                 return
             sha = _head(r, branch)
             files = sorted(r.branches[branch])
-        _send(
+        send(
             h,
             200,
             {
@@ -180,7 +182,7 @@ class LocalHub:
     def _validate_yaml(self, h, body, query) -> None:
         text = json.loads(body)["content"]
         self.yaml.append(yaml.safe_load(text.split("---")[1]))
-        _send(h, 200, {"errors": [], "warnings": []})
+        send(h, 200, {"errors": [], "warnings": []})
 
     def _preupload(self, h, body, query, repo, branch) -> None:
         with self._lock:
@@ -201,12 +203,12 @@ class LocalHub:
                         "oid": oid,
                     }
                 )
-        _send(h, 200, {"files": out, "commitOid": "0" * 40})
+        send(h, 200, {"files": out, "commitOid": "0" * 40})
 
     def _lfs_batch(self, h, body, query, repo) -> None:
         req = json.loads(body)
         if "basic" not in req.get("transfers", ["basic"]):
-            return _send(h, 422, {"message": "only the basic transfer is served"})
+            return send(h, 422, {"message": "only the basic transfer is served"})
         objects = []
         for o in req["objects"]:
             item = {"oid": o["oid"], "size": o["size"]}
@@ -218,21 +220,21 @@ class LocalHub:
                     "verify": {"href": f"{self.url}/lfs/verify"},
                 }
             objects.append(item)
-        _send(
+        send(
             h, 200, {"transfer": "basic", "objects": objects}, ctype="application/vnd.git-lfs+json"
         )
 
     def _lfs_upload(self, h, body, query, oid) -> None:
         if hashlib.sha256(body).hexdigest() != oid or str(len(body)) != query["size"][0]:
-            return _send(h, 400, {"error": "content does not match its oid / size"})
+            return send(h, 400, {"error": "content does not match its oid / size"})
         with self._lock:
             self.lfs[oid] = body
-        _send(h, 200, {})
+        send(h, 200, {})
 
     def _lfs_verify(self, h, body, query) -> None:
         req = json.loads(body)
         ok = self.lfs.get(req["oid"]) is not None and len(self.lfs[req["oid"]]) == req["size"]
-        _send(h, 200 if ok else 404, {})
+        send(h, 200 if ok else 404, {})
 
     def _commit(self, h, body, query, repo, branch) -> None:
         lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
@@ -252,22 +254,22 @@ class LocalHub:
                     elif self.xet_cas:  # hf_xet stored it in the CAS (the Hub checks its shard)
                         files[v["path"]] = XetBlob(v["oid"], int(v["size"]))
                     else:
-                        return _send(h, 422, {"error": f"LFS object {v['oid']} was not uploaded"})
+                        return send(h, 422, {"error": f"LFS object {v['oid']} was not uploaded"})
                 elif key == "deletedFile":
                     if files.pop(v["path"], None) is None:
-                        return _send(h, 404, {"error": "A file with this name doesn't exist"})
+                        return send(h, 404, {"error": "A file with this name doesn't exist"})
                 elif key == "deletedFolder":
                     prefix = v["path"].rstrip("/") + "/"
                     files = {p: b for p, b in files.items() if not p.startswith(prefix)}
                 else:
-                    return _send(h, 400, {"error": f"unknown commit item {key}"})
+                    return send(h, 400, {"error": f"unknown commit item {key}"})
                 record["added" if key in ("file", "lfsFile") else "deleted"].append(v["path"])
             r.branches[branch] = files
             r.commits.append(record)
             r.heads.pop(branch, None)
             oid = _head(r, branch)
         self.committed.set()
-        _send(h, 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}", "commitOid": oid})
+        send(h, 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}", "commitOid": oid})
 
     def _entries(self, repo: Repo, branch: str, prefix: str, recursive: bool) -> list[dict]:
         files, out, dirs = repo.branches[branch], [], set()
@@ -292,13 +294,13 @@ class LocalHub:
             recursive = query.get("recursive", ["False"])[0].lower() == "true"
             entries = self._entries(r, branch, prefix, recursive)
         if prefix and not entries and prefix not in r.branches[branch]:
-            return _send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+            return send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
         start = int(query.get("cursor", ["0"])[0])
         page, headers = entries[start : start + PAGE], {}
         if start + PAGE < len(entries):
             nxt = f"{self.url}{urlparse(h.path).path}?recursive={recursive}&cursor={start + PAGE}"
             headers["Link"] = f'<{nxt}>; rel="next"'
-        _send(h, 200, page, headers)
+        send(h, 200, page, headers)
 
     def _paths_info(self, h, body, query, repo, branch) -> None:
         form = parse_qs(body.decode())
@@ -313,18 +315,18 @@ class LocalHub:
                     out.append(_file_entry(p, files[p]))
                 elif any(f.startswith(p.rstrip("/") + "/") for f in files):
                     out.append({"type": "directory", "path": p, "oid": git_sha1(p.encode())})
-        _send(h, 200, out)
+        send(h, 200, out)
 
     def _xet_token(self, h, body, query, repo) -> None:
         if not self.xet_cas:
-            return _send(h, 404, {"error": "this local hub speaks no Xet"})
+            return send(h, 404, {"error": "this local hub speaks no Xet"})
         exp = str(int(time.time()) + 3600)
         headers = {
             "X-Xet-Cas-Url": self.xet_cas,
             "X-Xet-Access-Token": "local",
             "X-Xet-Token-Expiration": exp,
         }
-        _send(h, 200, {"casUrl": self.xet_cas, "accessToken": "local", "exp": int(exp)}, headers)
+        send(h, 200, {"casUrl": self.xet_cas, "accessToken": "local", "exp": int(exp)}, headers)
 
     def _resolve(self, h, body, query, repo, branch, path, head=False) -> None:
         with self._lock:
@@ -334,9 +336,9 @@ class LocalHub:
             data = r.branches[branch].get(path)
             sha = _head(r, branch)
         if isinstance(data, XetBlob):
-            return _send(h, 501, {"error": "stored in the local Xet CAS; not served"})
+            return send(h, 501, {"error": "stored in the local Xet CAS; not served"})
         if data is None:
-            return _send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+            return send(h, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_sha1(data)}"', "Accept-Ranges": "bytes"}
         status, chunk = 200, data
         rng = h.headers.get("range")
@@ -346,7 +348,7 @@ class LocalHub:
             hi = min(len(data) - 1, int(b)) if a and b else len(data) - 1
             status, chunk = 206, data[lo : hi + 1]
             headers["Content-Range"] = f"bytes {lo}-{hi}/{len(data)}"
-        _send(h, status, chunk, headers, ctype="application/octet-stream", head=head)
+        send(h, status, chunk, headers, ctype="application/octet-stream", head=head)
 
 
 def _head(repo: Repo, branch: str) -> str:
@@ -385,105 +387,6 @@ def _file_entry(path: str, data: bytes | XetBlob) -> dict:
             "pointerSize": 134,
         }
     return entry
-
-
-def _route(method: str, path: str) -> tuple[str | None, tuple]:
-    p = path.strip("/").split("/")
-    if method == "POST" and path == "/api/repos/create":
-        return "create", ()
-    if method == "POST" and path == "/api/validate-yaml":
-        return "validate_yaml", ()
-    if method == "PUT" and p[0] == "lfs" and len(p) == 2:
-        return "lfs_upload", (p[1],)
-    if method == "POST" and p == ["lfs", "verify"]:
-        return "lfs_verify", ()
-    if method == "POST" and p[0] == "datasets" and path.endswith(".git/info/lfs/objects/batch"):
-        return "lfs_batch", (f"{p[1]}/{p[2][: -len('.git')]}",)
-    if p[0] == "datasets" and len(p) >= 6 and p[3] == "resolve" and method in ("GET", "HEAD"):
-        return "resolve", (f"{p[1]}/{p[2]}", p[4], "/".join(p[5:]), method == "HEAD")
-    if p[:2] != ["api", "datasets"] or len(p) < 4:
-        return None, ()
-    repo, rest = f"{p[2]}/{p[3]}", p[4:]
-    if method == "GET" and rest and rest[0] == "xet-write-token":
-        return "xet_token", (repo,)
-    if method == "GET" and not rest:
-        return "info", (repo,)
-    if method == "GET" and rest[0] == "revision" and len(rest) == 2:
-        return "info", (repo, rest[1])
-    if method == "GET" and rest[0] == "tree" and len(rest) >= 2:
-        return "tree", (repo, rest[1], "/".join(rest[2:]))
-    actions = {
-        "preupload": "preupload",
-        "commit": "commit",
-        "paths-info": "paths_info",
-        "branch": "branch",
-    }
-    if method == "POST" and len(rest) == 2 and rest[0] in actions:
-        return actions[rest[0]], (repo, rest[1])
-    return None, ()
-
-
-def _read_body(h: BaseHTTPRequestHandler) -> bytes:
-    if h.headers.get("transfer-encoding", "").lower() == "chunked":
-        out = bytearray()
-        while True:
-            size = int(h.rfile.readline().strip().split(b";")[0], 16)
-            if size == 0:
-                h.rfile.readline()
-                return bytes(out)
-            out += h.rfile.read(size)
-            h.rfile.readline()
-    return h.rfile.read(int(h.headers.get("content-length") or 0))
-
-
-def _send(
-    h,
-    status: int,
-    obj,
-    headers: dict | None = None,
-    ctype: str = "application/json",
-    head: bool = False,
-) -> None:
-    blob = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    h.send_response(status)
-    h.send_header("Content-Type", ctype)
-    h.send_header("Content-Length", str(len(blob)))
-    for k, v in (headers or {}).items():
-        h.send_header(k, v)
-    h.end_headers()
-    if not head:
-        h.wfile.write(blob)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed client is expected
-            super().handle_error(request, client_address)
-
-
-def _handler(hub: LocalHub):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two sends: no 40 ms stall
-
-        def log_message(self, *args):  # quiet test output
-            pass
-
-        def do_GET(self):
-            hub.handle(self, "GET")
-
-        def do_HEAD(self):
-            hub.handle(self, "HEAD")
-
-        def do_POST(self):
-            hub.handle(self, "POST")
-
-        def do_PUT(self):
-            hub.handle(self, "PUT")
-
-    return Handler
 
 
 def hub_env(hub: LocalHub, token: str) -> dict[str, str]:
