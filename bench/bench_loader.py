@@ -32,7 +32,7 @@ import torch
 from sama.shards import list_shards
 from tests.fakes import fake_provenance, make_fake_clip_rows, write_fake_shard
 from trainer.data import DataConfig, SourceConfig, StreamingLoader
-from trainer.shard_index import read_columns
+from trainer.shard_rows import read_columns
 
 LATENT_CTHW = (16, 5, 30, 52)
 

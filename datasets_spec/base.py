@@ -1,12 +1,14 @@
 """A record kind declared once: columns -> Arrow schema, HF features, validation, card table.
 
 Each column carries its name, Arrow type, unit, producing stage and description. A tensor
-column expands into three stored columns (``x``, ``x_shape``, ``x_dtype``; see ``tensors.py``).
-No heavy imports: ``datasets`` is imported only by ``RecordSpec.features()``.
+column expands into three stored columns (``x``, ``x_shape``, ``x_dtype``; see ``tensors.py``)
+and declares an upper bound per axis, which every reader enforces before allocating anything
+(``cells.py``). No heavy imports: ``datasets`` is imported only by ``RecordSpec.features()``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datasets_spec.tensors import TensorDecodeError, decode_array, expected_nbytes
+from datasets_spec.cells import check_cells
+from datasets_spec.tensors import decode_array
 
 SPEC_KEY = b"sama.spec"
 PROVENANCE_KEY = b"sama.provenance"
@@ -32,18 +35,29 @@ class Column:
     stage: str
     unit: str = ""
     nullable: bool = False
+    hf_feature: str | None = None  # "image": shown as an HF ``Image`` (struct {bytes, path})
 
 
 @dataclass(frozen=True)
 class TensorColumn:
-    """A tensor stored as bytes + shape + dtype. ``layout`` names the axes, e.g. ``C,T,H,W``."""
+    """A tensor stored as bytes + shape + dtype. ``layout`` names the axes, e.g. ``C,T,H,W``;
+    ``max_shape`` bounds each axis (a shard beyond it is refused before it is read)."""
 
     name: str
     layout: str
     description: str
     stage: str
+    max_shape: tuple[int, ...]
     default_dtype: str = "bfloat16"
     nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.max_shape) != len(self.layout.split(",")):
+            raise ValueError(f"{self.name}: max_shape {self.max_shape} does not match {self.layout}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.max_shape)
 
     def columns(self) -> list[Column]:
         n = self.name
@@ -70,14 +84,14 @@ class RecordSpec:
     def id(self) -> str:
         return f"{self.kind}/{self.version}"
 
-    @property
+    @functools.cached_property  # readers call it per shard; specs never change
     def columns(self) -> list[Column]:
         out: list[Column] = []
         for f in self.fields:
             out.extend(f.columns() if isinstance(f, TensorColumn) else [f])
         return out
 
-    @property
+    @functools.cached_property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
@@ -97,10 +111,15 @@ class RecordSpec:
         raise KeyError(f"{self.id} has no column {name!r}")
 
     def features(self):
-        """The matching ``datasets.Features`` (imports ``datasets``)."""
-        from datasets import Features
+        """The matching ``datasets.Features`` (imports ``datasets``); image columns are
+        ``datasets.Image`` (their Arrow storage is the Image struct ``{bytes, path}``)."""
+        from datasets import Features, Image
 
-        return Features.from_arrow_schema(self.schema)
+        features = Features.from_arrow_schema(self.schema)
+        for c in self.columns:
+            if c.hf_feature == "image":
+                features[c.name] = Image()
+        return features
 
     def empty_table(self) -> pa.Table:
         return self.schema.empty_table()
@@ -152,7 +171,7 @@ class RecordSpec:
         if len(keys) and pc.count_distinct(keys).as_py() != len(keys):
             raise SchemaError(f"{self.id}: column {self.key!r} has duplicate ids")
         for t in self.tensor_columns:
-            check_tensor_column(table, t.name)
+            check_tensor_column(table, t)
 
     # ---- documentation ----------------------------------------------------------------
     def card_table(self) -> str:
@@ -180,22 +199,12 @@ class RecordSpec:
         return json.dumps(self.golden(), indent=2, sort_keys=True) + "\n"
 
 
-def check_tensor_column(table: pa.Table, name: str) -> None:
-    """Byte length of every non-null tensor cell must match its shape and dtype."""
-    data = table.column(name).to_pylist()
-    shapes = table.column(f"{name}_shape").to_pylist()
-    dtypes = table.column(f"{name}_dtype").to_pylist()
-    for i, (b, s, d) in enumerate(zip(data, shapes, dtypes, strict=True)):
-        if b is None:
-            continue
-        try:
-            want = expected_nbytes(s, d)
-        except TensorDecodeError as e:
-            raise SchemaError(f"column {name!r} row {i}: {e}") from None
-        if len(b) != want:
-            raise SchemaError(
-                f"column {name!r} row {i}: {len(b)} bytes, but shape {s} of {d} needs {want}"
-            )
+def check_tensor_column(table: pa.Table, column: TensorColumn) -> None:
+    """Shape, dtype and byte length of every tensor cell (``cells.check_cells``); raises
+    ``SchemaError`` with the first problem."""
+    report = check_cells(table, column)
+    if report.problems:
+        raise SchemaError(report.problems[0][1])
 
 
 def read_tensor(row: dict, name: str, *, widen_bf16: bool = True):

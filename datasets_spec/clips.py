@@ -1,11 +1,22 @@
-"""``clips/v1``: one row per clip cut from a plain video (stage-0 pretext data, SAMA.md §3)."""
+"""``clips/v1`` and ``clips/v2``: one row per clip cut from a plain video (stage-0 pretext data,
+SAMA.md §3). v2 = v1 + a nullable ``preview`` image column (the anchor frame as a small JPEG, an
+HF ``Image``) so the Hub viewer shows what a clip is; a new column is a new version
+(CONVENTIONS.md rule 2), and every reader accepts both."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow as pa
 
 from datasets_spec.base import Column, RecordSpec, TensorColumn
-from datasets_spec.common import ANCHOR_FIELDS, BUCKET_FIELDS, TEXT_FIELDS
+from datasets_spec.common import (
+    ANCHOR_FIELDS,
+    BUCKET_FIELDS,
+    LATENT_MAX_SHAPE,
+    PREVIEW,
+    TEXT_FIELDS,
+)
 
 CLIPS_V1 = RecordSpec(
     kind="clips",
@@ -34,11 +45,19 @@ CLIPS_V1 = RecordSpec(
         Column("caption_source", pa.string(), "where the caption came from: `manifest`, "
                "`vlm:<model id>` or `none`", "caption"),
         TensorColumn("latents", "C,T,H,W", "Wan VAE latents (posterior mean), normalised as "
-                     "the DiT consumes them (see provenance `latent_norm`)", "encode_latents"),
+                     "the DiT consumes them (see provenance `latent_norm`)", "encode_latents",
+                     LATENT_MAX_SHAPE),
         *ANCHOR_FIELDS,
         *TEXT_FIELDS,
         Column("mean_luma", pa.float32(), "mean luma of the clip's frames (0-255)", "make_clips", "luma"),
         Column("motion_score", pa.float32(), "mean absolute difference of consecutive frames "
                "(0-255)", "make_clips", "luma"),
     ),
+)
+
+CLIPS_V2 = dataclasses.replace(
+    CLIPS_V1,
+    version="v2",
+    description=CLIPS_V1.description + " Each row carries a small JPEG preview of its anchor frame.",
+    fields=(CLIPS_V1.fields[0], PREVIEW, *CLIPS_V1.fields[1:]),
 )

@@ -1,11 +1,20 @@
-"""``pairs/v1``: one row per edit pair (image or video), SAMA.md §4."""
+"""``pairs/v1`` and ``pairs/v2``: one row per edit pair (image or video), SAMA.md §4. v2 = v1 + a
+nullable ``preview`` image column (the target's anchor frame as a small JPEG, an HF ``Image``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow as pa
 
 from datasets_spec.base import Column, RecordSpec, TensorColumn
-from datasets_spec.common import ANCHOR_FIELDS, BUCKET_FIELDS, TEXT_FIELDS
+from datasets_spec.common import (
+    ANCHOR_FIELDS,
+    BUCKET_FIELDS,
+    LATENT_MAX_SHAPE,
+    PREVIEW,
+    TEXT_FIELDS,
+)
 
 _SCORE = "VLM-judge score 1-10 (mean over runs): "
 
@@ -32,9 +41,9 @@ PAIRS_V1 = RecordSpec(
         Column("orig_height", pa.int32(), "height of the source", "probe", "px"),
         *BUCKET_FIELDS,
         TensorColumn("source_latents", "C,T,H,W", "Wan VAE latents of the source, normalised",
-                     "encode_latents"),
+                     "encode_latents", LATENT_MAX_SHAPE),
         TensorColumn("target_latents", "C,T,H,W", "Wan VAE latents of the target, normalised",
-                     "encode_latents"),
+                     "encode_latents", LATENT_MAX_SHAPE),
         *ANCHOR_FIELDS,
         *TEXT_FIELDS,
         Column("score_if", pa.float32(), _SCORE + "instruction following", "judge", "score", True),
@@ -43,4 +52,12 @@ PAIRS_V1 = RecordSpec(
         Column("score_mc", pa.float32(), _SCORE + "motion consistency (videos)", "judge", "score", True),
         Column("judge_model", pa.string(), "id of the judge VLM", "judge", nullable=True),
     ),
+)
+
+PAIRS_V2 = dataclasses.replace(
+    PAIRS_V1,
+    version="v2",
+    description=PAIRS_V1.description + " Each row carries a small JPEG preview of the target's "
+    "anchor frame.",
+    fields=(PAIRS_V1.fields[0], PREVIEW, *PAIRS_V1.fields[1:]),
 )

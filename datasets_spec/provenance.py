@@ -52,8 +52,11 @@ def with_provenance(schema: pa.Schema, prov: dict) -> pa.Schema:
 
 
 def read_provenance(schema: pa.Schema) -> dict | None:
-    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
-    return None if raw is None else json.loads(raw)
+    """The provenance object of a shard's schema, or None; ``SchemaError`` when it is not a
+    bounded JSON object (``checks.parse_provenance``)."""
+    from datasets_spec.checks import parse_provenance
+
+    return parse_provenance((schema.metadata or {}).get(PROVENANCE_KEY))
 
 
 def lookup(prov: dict, dotted: str) -> Any:

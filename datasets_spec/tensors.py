@@ -12,6 +12,7 @@ No torch here; ``sama.tensors`` converts to and from torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,7 +50,12 @@ def _storage(dtype: str) -> np.dtype:
 
 
 def expected_nbytes(shape: Sequence[int], dtype: str) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
+    """Bytes a tensor of ``shape`` and ``dtype`` holds, in Python ints: a numpy int64 product
+    wraps (``[65536] * 4`` gives 0) and would let a hostile shape pass as an empty tensor."""
+    dims = [int(s) for s in shape]
+    if any(d < 0 for d in dims):
+        raise TensorDecodeError(f"shape {dims} has a negative dimension")
+    return math.prod(dims) * itemsize(dtype)
 
 
 def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:

@@ -11,9 +11,12 @@ import sys
 def _validate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sama validate",
-        description="Check every shard of a built dataset against its spec version: readable, "
-        "schema, tensor byte lengths vs shape/dtype, finite values, consistent provenance, "
-        "unique ids, every input of the build accounted for. Exit code 0 if valid, 1 if not.",
+        description="Check every shard of a built (or published) dataset against its spec "
+        "version: readable, footer (schema, provenance, row-group sizes under the caps, read "
+        "before any data), tensor shapes/dtypes/byte lengths, finite values, consistent "
+        "provenance, unique ids, every input of the build accounted for. Row groups the Hub "
+        "viewer would not show are warnings. Each problem is one line naming the shard and "
+        "column. Exit code 0 if valid, 1 if not.",
     )
     p.add_argument(
         "root",
@@ -27,14 +30,43 @@ def _validate_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not decode float tensors to check for NaN/Inf (faster)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="read footers and the small columns only (shapes, dtypes, ids): tensor bytes are "
+        "checked against the footer's sizes, not cell by cell, and not for NaN/Inf",
+    )
+    _limit_args(p)
     return p
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-row-group-mb",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="refuse a row group above MB uncompressed (from the footer, before reading it; "
+        "default: 1024)",
+    )
+
+
+def _limits(args):
+    from datasets_spec.checks import Limits
+
+    return Limits(max_row_group_bytes=args.max_row_group_mb << 20)
 
 
 def validate_main(argv: list[str] | None = None) -> int:
     from pipelines.dataset.validate import validate
 
     args = _validate_parser().parse_args(argv)
-    report = validate(args.root, check_finite=not args.skip_finite)
+    if args.max_row_group_mb < 1:
+        print("sama validate: --max-row-group-mb must be >= 1", file=sys.stderr)
+        return 2
+    report = validate(
+        args.root, full=not args.quick, check_finite=not args.skip_finite, limits=_limits(args)
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
 
@@ -104,10 +136,12 @@ def report_main(argv: list[str] | None = None) -> int:
 def _publish_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sama publish",
-        description="Validate a built dataset, lay it out as a Hub dataset repo (data/<kind>/"
-        "*.parquet, generated README.md card with one config per kind) and upload it in "
-        "batched, resumable commits. The token comes from HF_TOKEN or `hf auth login` and is "
-        "never printed. Refuses invalid data (exit code 1).",
+        description="Validate a built dataset (footers and small columns; --full-check reads "
+        "every tensor), lay it out as a Hub dataset repo (data/<kind>/*.parquet, a generated "
+        "README.md card with one config and its features per kind, the redacted build config) "
+        "and upload it with huggingface_hub: resumable (a re-run sends only what is missing), "
+        "retried on 429/5xx, with progress. The token comes from HF_TOKEN or `hf auth login` "
+        "and is never printed. Refuses invalid data (exit code 1).",
     )
     p.add_argument("root", metavar="DIR", help="dataset root (any fsspec URI)")
     p.add_argument("repo_id", metavar="REPO_ID", help="dataset repo on the Hub, e.g. org/name")
@@ -124,26 +158,61 @@ def _publish_parser() -> argparse.ArgumentParser:
         "--license", help="licence id for the card (default: `license` from the build config)"
     )
     p.add_argument(
+        "--full-check",
+        action="store_true",
+        help="before uploading, read every tensor (byte lengths cell by cell, NaN/Inf), not "
+        "only the footers and small columns",
+    )
+    p.add_argument(
         "--files-per-commit",
         type=int,
         default=50,
-        help="files per commit, at most 99 (default: 50)",
+        help="files per commit on the LFS path (no hf_xet, or HF_HUB_DISABLE_XET=1), at most "
+        "99 (default: 50); with Xet huggingface_hub sizes its commits itself",
     )
+    p.add_argument(
+        "--staging-dir",
+        metavar="DIR",
+        help="local folder for shards staged from an object-store root (default: the system "
+        "temporary folder)",
+    )
+    p.add_argument(
+        "--stage-gb",
+        type=float,
+        default=20.0,
+        metavar="GB",
+        help="an object-store root is staged and uploaded at most GB at a time (default: 20)",
+    )
+    _limit_args(p)
     return p
 
 
 def publish_main(argv: list[str] | None = None) -> int:
-    from pipelines.publish.hub import PublishRefused, plan_publish, upload, write_folder
+    from pipelines.publish.hub import (
+        PublishRefused,
+        plan_publish,
+        upload,
+        write_folder,
+        xet_enabled,
+    )
 
     args = _publish_parser().parse_args(argv)
     if not 1 <= args.files_per_commit <= 99:
         print("sama publish: --files-per-commit must be between 1 and 99", file=sys.stderr)
         return 2
+    if args.stage_gb <= 0 or args.max_row_group_mb < 1:
+        print("sama publish: --stage-gb must be > 0 and --max-row-group-mb >= 1", file=sys.stderr)
+        return 2
     try:
         plan = plan_publish(
-            args.root, args.repo_id, license=args.license, files_per_commit=args.files_per_commit
+            args.root,
+            args.repo_id,
+            license=args.license,
+            files_per_commit=args.files_per_commit,
+            full_check=args.full_check,
+            limits=_limits(args),
         )
-        print(plan.format())
+        print(plan.format(xet=not args.dry_run and xet_enabled()), flush=True)
         if args.dry_run:
             print(f"dry run: wrote {write_folder(plan, args.dry_run)}; nothing uploaded")
             return 0
@@ -164,12 +233,21 @@ def _upload(plan, args, upload) -> int:
         )
         return 1
     try:
-        result = upload(plan, endpoint=args.endpoint, private=args.private, revision=args.revision)
+        result = upload(
+            plan,
+            endpoint=args.endpoint,
+            private=args.private,
+            revision=args.revision,
+            staging_dir=args.staging_dir,
+            stage_bytes=int(args.stage_gb * (1 << 30)),
+            log=lambda m: print(m, flush=True),
+        )
     except HfHubHTTPError as e:  # the message names the URL and status, never the token
         print(f"sama publish: the Hub refused a request: {e}", file=sys.stderr)
         return 1
     print(
-        f"published {args.repo_id}: {len(result.uploaded)} uploaded, {len(result.skipped)} "
-        f"already there, {len(result.deleted)} stale deleted, {len(result.commits)} commit(s)"
+        f"published {args.repo_id}: {len(result.on_hub)} file(s) on the Hub, "
+        f"{len(result.commits)} upload call(s), {len(result.deleted)} stale deleted, "
+        f"{result.retries} retried"
     )
     return 0

@@ -23,15 +23,19 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
-SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "authorization", "signature")
-# keys that contain a secret word but hold no secret (config fields of this project)
-NOT_SECRET = frozenset({"sort_keys", "engine_key", "keys", "keep_keys", "key_column"})
+SECRET_WORDS = frozenset({"key", "apikey", "secret", "token", "password", "passwd", "credential",
+                          "credentials", "auth", "authorization", "signature"})  # fmt: skip
+# config fields of this project that have a secret word but hold no secret
+NOT_SECRET = frozenset({"global_token", "key_column", "id_key"})
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
 _URL_WITH_USER = re.compile(r"^[a-zA-Z][\w+.-]*://[^/@\s]+@")
 
 
 def is_secret_key(key: Any) -> bool:
-    k = str(key).lower()
-    return k == "auth" or (k not in NOT_SECRET and any(w in k for w in SECRET_WORDS))
+    k = str(key)
+    if k.lower() in NOT_SECRET:
+        return False
+    return any(w.lower() in SECRET_WORDS for w in _WORD.findall(k))
 
 
 def redact(obj: Any, _key: str | None = None) -> Any:

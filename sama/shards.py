@@ -2,6 +2,11 @@
 
 A shard is written under a temporary name and renamed into place, so a reader (or a resumed
 build) never sees a half-written file. Readers validate the schema against the declared spec.
+
+Two layouts of a dataset root are read (``list_shards``): the one a build writes
+(``ROOT/<kind>/*.parquet``) and the one ``sama publish`` uploads (``ROOT/data/<kind>/*.parquet``,
+or ``ROOT/data/<kind>/NNNN/*.parquet`` for a kind split into numbered sub-folders), so a folder
+downloaded from the Hub, or ``hf://datasets/ORG/NAME`` itself, is a dataset root too.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets_spec import RecordSpec, SchemaError, get_spec
-from datasets_spec.base import SPEC_KEY
+from datasets_spec import RecordSpec
+from datasets_spec.checks import declared_spec
 from datasets_spec.provenance import read_provenance, with_provenance
 
 
@@ -64,10 +69,8 @@ def read_schema(uri: str, fs=None) -> pa.Schema:
 
 
 def spec_of(schema: pa.Schema) -> RecordSpec:
-    raw = (schema.metadata or {}).get(SPEC_KEY)
-    if raw is None:
-        raise SchemaError("shard has no `sama.spec` metadata; it was not written by sama")
-    return get_spec(raw.decode())
+    """The spec a shard declares (``SchemaError`` if none, unknown, or not text)."""
+    return declared_spec(schema)
 
 
 def shard_provenance(uri: str, fs=None) -> dict | None:
@@ -94,16 +97,31 @@ def iter_row_groups(uri: str, fs=None, columns=None) -> Iterator[pa.Table]:
             yield pf.read_row_group(i, columns=columns)
 
 
+# where each layout keeps a kind's shards, relative to the root (the first that has any wins)
+LAYOUTS: tuple[tuple[str, ...], ...] = (
+    ("{kind}/*.parquet",),  # a build's output
+    ("data/{kind}/*.parquet", "data/{kind}/*/*.parquet"),  # a published repo
+)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def list_shards(root: str, kind: str, fs=None, *, include_temp: bool = False) -> list[str]:
-    """Sorted shard paths of ``kind`` (``clips``, ``pairs``, ``errors``) under ``root``.
+    """Sorted shard paths of ``kind`` (``clips``, ``pairs``, ``errors``) under ``root``, in the
+    build layout or, if it has none, the published one (``LAYOUTS``).
 
     In-flight temp files of ``write_shard`` (``.tmp-*``) are left out unless ``include_temp``.
     """
     fs, path = url_to_fs(root, fs)
-    found = sorted(
-        p
-        for p in fs.glob(posixpath.join(path, kind, "*.parquet"))
-        if include_temp or not posixpath.basename(p).startswith(".")
-    )
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    return found if local else [fs.unstrip_protocol(p) for p in found]
+    found: list[str] = []
+    for patterns in LAYOUTS:
+        for pattern in patterns:
+            found += fs.glob(posixpath.join(path, pattern.format(kind=kind)))
+        found = sorted(
+            p for p in set(found) if include_temp or not posixpath.basename(p).startswith(".")
+        )
+        if found:
+            break
+    return found if is_local(fs) else [fs.unstrip_protocol(p) for p in found]

@@ -1,8 +1,10 @@
-"""Synthetic ``clips/v1`` / ``pairs/v1`` rows and shards for loader tests and benchmarks.
+"""Synthetic ``clips`` / ``pairs`` rows and shards (v2 by default, v1 on request) for loader tests
+and benchmarks.
 
 Rows validate against the specs; tensors are seeded random bf16 (deterministic per row), so a
 test can check what came out of a loader. Shapes are tiny by default (C=4 latent channels,
-4x6 latent pixels, 8-d SigLIP and text widths); the benchmark passes realistic ones.
+4x6 latent pixels, 8-d SigLIP and text widths); the benchmark passes realistic ones. v2 rows
+leave ``preview`` null (it is nullable) unless the caller sets it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from datasets_spec import CLIPS_V1, PAIRS_V1
+from datasets_spec import get_spec
 from datasets_spec.tensors import encode_array
 from sama.shards import write_shard
 
@@ -23,10 +25,12 @@ PRETEXT_PREFIXES = (
 )
 
 
-def fake_provenance(kind: str = "clips", channels: int = 4, **overrides) -> dict:
+def fake_provenance(
+    kind: str = "clips", channels: int = 4, version: str = "v2", **overrides
+) -> dict:
     """A provenance dict with every ``datasets_spec.provenance.REQUIRED`` key + ``black_latent``."""
     prov = {
-        "spec": f"{kind}/v1",
+        "spec": f"{kind}/{version}",
         "sama_version": "0.1.0",
         "vae": {"id": "fake/wan-vae", "config_hash": "vae0", "revision": None},
         "latent_norm": {"kind": "wan_vae_mean_std"},
@@ -170,10 +174,12 @@ def write_fake_shard(
     rows: list[dict],
     provenance: dict | None = None,
     row_group_rows: int = 4,
+    subdir: str = "",
 ) -> str:
-    """Write ``rows`` to ``{root}/{kind}/{name}.parquet`` with a fake provenance."""
-    spec = CLIPS_V1 if kind == "clips" else PAIRS_V1
+    """Write ``rows`` to ``{root}/{subdir}{kind}/{name}.parquet`` with a fake provenance (its
+    ``spec`` picks the version; default v2). ``subdir="data/"`` gives the published layout."""
     prov = provenance or fake_provenance(kind)
-    uri = f"{root.rstrip('/')}/{kind}/{name}.parquet"
+    spec = get_spec(prov["spec"])
+    uri = f"{root.rstrip('/')}/{subdir}{kind}/{name}.parquet"
     write_shard(uri, spec.from_rows(rows), spec, prov, row_group_rows=row_group_rows)
     return uri

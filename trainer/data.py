@@ -1,9 +1,12 @@
-"""Streaming, resumable loader over ``clips/v1`` and ``pairs/v1`` Parquet shards (issue 5 item 1).
+"""Streaming, resumable loader over ``clips`` and ``pairs`` Parquet shards (v1 and v2).
 
-Shards live on any fsspec URI (``ROOT/clips/*.parquet``, ``ROOT/pairs/*.parquet``). At start-up
-the loader reads every shard's footer and a few small columns (shapes, buckets, judge scores),
-checks spec and provenance against the trainer's expectation (CONVENTIONS.md rule 3) and builds
-an index of row groups. Each epoch's batch sequence is then planned from that index alone
+Shards live on any fsspec URI, in a build's layout (``ROOT/clips/*.parquet``) or a published
+repo's (``ROOT/data/clips/...``: a downloaded folder, or ``hf://datasets/ORG/NAME`` itself). At
+start-up the loader reads every shard's footer and a few small columns (shapes, buckets, judge
+scores) in a thread pool, refuses hostile or broken shards with the checks ``sama validate``
+runs (``trainer/shard_index.py``), checks spec and provenance against the trainer's expectation
+(CONVENTIONS.md rule 3) and builds an index of row groups. ``data.cache_dir`` keeps remote
+shards and that index on local disk, shared by the node's ranks (``trainer/shard_cache.py``). Each epoch's batch sequence is then planned from that index alone
 (``trainer.batching``): resume recomputes the plan and skips what was emitted, so a resumed run
 yields exactly the batches an uninterrupted one would.
 
@@ -30,18 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from datasets_spec.checks import Limits
 from datasets_spec.provenance import stable_hash
 from sama.config import check
 from sama.errors import ConfigError
 from trainer.batching import BatchPlan, EpochPlan, PlanSettings, collate, plan_epoch
-from trainer.shard_index import (
-    SCORE_KEYS,
-    build_index,
-    decode_rows,
-    own,
-    read_columns,
-    read_row_group,
-)
+from trainer.shard_cache import ShardCache
+from trainer.shard_index import SCORE_KEYS, build_index
+from trainer.shard_rows import decode_rows, own, read_columns, read_row_group
 
 STATE_VERSION = 1
 
@@ -94,6 +93,13 @@ class DataConfig:
     drop_last: bool = False  # drop short end-of-epoch batches of each bucket
     uneven_ranks: Literal["pad", "truncate"] = "pad"  # how ranks get equal batch counts
     pin_memory: bool = False  # pin batches in the workers (only when CUDA is available)
+    # Node-local copies of remote shards (hf://, s3://, ...) and of the shard index, shared by
+    # the node's ranks; "" = read remote shards in place and build the index in each process.
+    cache_dir: str = ""
+    cache_max_gb: float = 200.0  # least recently used shards are deleted beyond this
+    index_workers: int = 16  # threads reading shard footers at start-up
+    # A row group above this (uncompressed, from the footer) is refused before it is read.
+    max_row_group_mb: int = 1024
 
     def validate(self) -> None:
         for s in self.sources:
@@ -107,6 +113,12 @@ class DataConfig:
         ):
             check(getattr(self, name) >= 1, f"data.{name} must be >= 1, got {getattr(self, name)}")
         check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        check(self.index_workers >= 1, f"data.index_workers must be >= 1, got {self.index_workers}")
+        check(self.cache_max_gb > 0, f"data.cache_max_gb must be > 0, got {self.cache_max_gb}")
+        check(
+            self.max_row_group_mb >= 1,
+            f"data.max_row_group_mb must be >= 1 (MiB), got {self.max_row_group_mb}",
+        )
         check(
             0.0 <= self.video_batch_ratio <= 1.0,
             f"data.video_batch_ratio must be in [0, 1], got {self.video_batch_ratio}",
@@ -227,7 +239,16 @@ class StreamingLoader:
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
         self.cfg, self.rank, self.world_size, self.transform = cfg, rank, world_size, transform
-        self.shards, self.units, self.keys = build_index(cfg.sources, expected_provenance)
+        self.cache = (
+            ShardCache(cfg.cache_dir, int(cfg.cache_max_gb * (1 << 30))) if cfg.cache_dir else None
+        )
+        self.shards, self.units, self.keys = build_index(
+            cfg.sources,
+            expected_provenance,
+            limits=Limits(max_row_group_bytes=cfg.max_row_group_mb << 20),
+            workers=cfg.index_workers,
+            cache=self.cache,
+        )
         self.settings = PlanSettings(
             seed=cfg.seed,
             batch_sizes=tuple(

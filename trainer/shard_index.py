@@ -1,10 +1,21 @@
-"""The shard index of the streaming loader: open shards, check provenance, decode rows.
+"""The shard index of the streaming loader: open shards, check them, decode rows.
 
-At start-up every shard's footer and a few small columns (tensor shapes, buckets, judge scores)
-are read; nothing else is until a batch needs it. The footer's spec id and provenance are
-checked against the trainer's expectation and against the other shards (CONVENTIONS.md rule
-3). Rows are then described by ``Unit`` (row group + kept rows + bucket key ids), which is all
-``trainer.batching`` plans from. ``decode_rows`` turns a row group read later into samples.
+At start-up every shard's footer and a few small columns (tensor shapes and dtypes, buckets,
+judge scores) are read; nothing else is until a batch needs it. Each shard goes through the
+same checks as ``sama validate`` (``datasets_spec.checks.read_footer``: spec, schema, bounded
+provenance, row-group sizes under the caps, all before any column is read; then
+``datasets_spec.cells.check_cells`` on the shapes and dtypes, and the footer's byte counts
+against what the shapes need), so a hostile or broken shard is refused at start-up, with every
+problem of every shard on one line each, before anything it describes is allocated. Its spec
+and provenance are checked against the trainer's expectation and the other shards
+(CONVENTIONS.md rule 3). Rows are then described by ``Unit`` (row group + kept rows + bucket
+key ids), which is all ``trainer.batching`` plans from. ``decode_rows`` turns a row group read
+later into samples (``trainer/shard_rows.py``).
+
+Footers are read by a thread pool (``data.index_workers``): on an object store start-up is
+bounded by the request latency divided by the pool size, not the shard count times it. With
+``data.cache_dir`` (``trainer/shard_cache.py``) the index is built once per node and remote
+shards are fetched once per node.
 
 Legend: C latent channels, T latent frames, H/W latent height/width, N anchor frames,
 K tokens per anchor (65), D SigLIP width, L text tokens, E text width.
@@ -12,43 +23,29 @@ K tokens per anchor (65), D SigLIP width, L text tokens, E text width.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datasets_spec import CLIPS_V1, PAIRS_V1, SchemaError
-from datasets_spec.base import SPEC_KEY
-from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, lookup, read_provenance
-from datasets_spec.tensors import TensorDecodeError, expected_nbytes, itemsize
+from datasets_spec.cells import check_cells
+from datasets_spec.checks import Limits, read_footer, tensor_bytes_problem
+from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, lookup, stable_hash
 from sama.errors import ConfigError
-from sama.shards import list_shards, url_to_fs
+from sama.shards import is_local, list_shards, url_to_fs
 from trainer.batching import BucketKey, Unit
+from trainer.shard_cache import ShardCache, locked, version_of
 
 SCORE_KEYS = ("if", "vq", "cp", "mc")  # judge scores of pairs/v1 (SAMA.md §4 data filtering)
-SPECS = {"clips": CLIPS_V1, "pairs": PAIRS_V1}
 TENSORS = {
     "clips": ("latents", "anchor_tokens"),
     "pairs": ("target_latents", "source_latents", "anchor_tokens"),
 }
-_EMBEDS = ("text_embeds", "text_embeds_shape", "text_embeds_dtype")
-_SMALL = (
-    "clip_id",
-    "pair_id",
-    "caption",
-    "instruction",
-    "corpus",
-    "num_frames",
-    "bucket_width",
-    "bucket_height",
-    "text_prompts",
-    "text_lengths",
-)
+MAX_LINES = 20  # problem lines in the start-up refusal (the rest are counted)
 
 
 @dataclass
@@ -60,7 +57,38 @@ class ShardInfo:
     source: int
     row_groups: list[int]  # rows per row group
     provenance: dict
-    metadata: pq.FileMetaData  # the parsed footer, reused by every row-group read
+    metadata: pq.FileMetaData | None  # the parsed footer, reused by every row-group read
+    size: int = 0  # bytes (the cache checks a fetched copy against it)
+    version: str = ""  # ETag / LFS sha256 / mtime: a changed shard is fetched again
+    cache: ShardCache | None = None  # remote shards are read from a node-local copy
+
+    def open(self):
+        """A binary file object of the shard (the node-local copy when cached)."""
+        if self.cache is not None and not is_local(self.fs):
+            return open(
+                self.cache.local(self.fs, self.path, self.uri, self.size, self.version), "rb"
+            )
+        return self.fs.open(self.path, "rb")
+
+    def to_json(self) -> dict:
+        return {
+            "uri": self.uri,
+            "kind": self.kind,
+            "source": self.source,
+            "row_groups": self.row_groups,
+            "provenance": self.provenance,
+            "size": self.size,
+            "version": self.version,
+            "rows": sum(self.row_groups),
+        }
+
+
+class ShardRefused(Exception):
+    """Problem lines of one shard (each names the column, row group or row)."""
+
+    def __init__(self, uri: str, lines: list[str]) -> None:
+        super().__init__(uri)
+        self.uri, self.lines = uri, lines
 
 
 def shard_uris(src: Any, i: int) -> list[str]:
@@ -69,8 +97,8 @@ def shard_uris(src: Any, i: int) -> list[str]:
     found = list_shards(src.uri, src.kind)
     if not found:
         raise ConfigError(
-            f"data.sources[{i}]: no {src.kind} shards under {src.uri!r} "
-            f"(expected {src.uri.rstrip('/')}/{src.kind}/*.parquet)"
+            f"data.sources[{i}]: no {src.kind} shards under {src.uri!r} (expected "
+            f"{src.uri.rstrip('/')}/{src.kind}/*.parquet, or data/{src.kind}/ of a published repo)"
         )
     return found
 
@@ -102,40 +130,66 @@ def check_provenance(uri: str, prov: dict | None, spec_id: str, expected: dict |
         )
 
 
-def _shapes(tbl: pa.Table, name: str, ndim: int, uri: str) -> np.ndarray:
-    arr = tbl.column(name).combine_chunks()
-    if len(arr) and (pc.list_value_length(arr).to_numpy(zero_copy_only=False) != ndim).any():
-        raise ConfigError(f"shard {uri}: column {name!r} holds shapes that are not {ndim}-D")
-    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, ndim)
+def _checked_columns(pf: pq.ParquetFile, spec, names: list[str], uri: str) -> pa.Table:
+    """The small planning columns, after the tensor cells' shapes and dtypes passed."""
+    tbl = pf.read(columns=names)
+    lines: list[str] = []
+    starts = np.cumsum([0] + [pf.metadata.row_group(j).num_rows for j in range(pf.num_row_groups)])
+    for t in spec.tensor_columns:
+        report = check_cells(tbl, t)
+        lines += [msg for _, msg in report.problems]
+        if report.problems:
+            continue
+        for j in range(pf.num_row_groups):
+            needed = int(report.nbytes[starts[j] : starts[j + 1]].sum())
+            problem = tensor_bytes_problem(pf.metadata, j, t.name, needed)
+            if problem:
+                lines.append(problem)
+    if lines:
+        raise ShardRefused(uri, lines)
+    return tbl
 
 
-def open_shard(uri: str, src: Any, si: int, expected: dict | None):
-    """Footer checks + the small planning columns -> (ShardInfo, key vectors [n, 14], kept mask)."""
-    spec = SPECS[src.kind]
+def open_shard(uri: str, src: Any, si: int, expected: dict | None, limits: Limits = Limits()):
+    """Checks + the small planning columns -> (ShardInfo, key vectors [n, 14], kept mask);
+    raises ``ShardRefused`` (or ``ConfigError`` for a provenance mismatch)."""
     fs, path = url_to_fs(uri)
+    info = fs.info(path)
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
-        schema = pf.schema_arrow
-        got = (schema.metadata or {}).get(SPEC_KEY, b"").decode()
-        if got != spec.id:
-            raise ConfigError(
-                f"shard {uri}: spec {got or None!r}, but data.sources[{si}] reads "
-                f"{src.kind} ({spec.id!r})"
-            )
-        try:
-            spec.validate(schema)
-        except SchemaError as e:
-            raise ConfigError(f"shard {uri}: {e}") from None
-        prov = read_provenance(schema)
-        check_provenance(uri, prov, spec.id, expected)
-        names = [f"{t}_shape" for t in TENSORS[src.kind]] + ["bucket_width", "bucket_height"]
+        footer = read_footer(pf, src.kind, limits)
+        if footer.problems:
+            raise ShardRefused(uri, [msg for _, msg in footer.problems])
+        spec = footer.spec
+        check_provenance(uri, footer.provenance, spec.id, expected)
+        names = [c for t in spec.tensor_columns for c in (f"{t.name}_shape", f"{t.name}_dtype")]
+        names += ["bucket_width", "bucket_height"]
         names += [f"score_{k}" for k in (src.min_scores or {})]
-        tbl = pf.read(columns=names)
+        tbl = _checked_columns(pf, spec, names, uri)
         sizes = [pf.metadata.row_group(j).num_rows for j in range(pf.num_row_groups)]
+    vec, keep = _planning_vectors(tbl, src)
+    shard = ShardInfo(
+        uri,
+        fs,
+        path,
+        src.kind,
+        si,
+        sizes,
+        footer.provenance,
+        pf.metadata,
+        int(info.get("size") or 0),
+        version_of(info),
+    )
+    return shard, vec, keep
+
+
+def _planning_vectors(tbl: pa.Table, src: Any) -> tuple[np.ndarray, np.ndarray]:
     n = tbl.num_rows
-    shapes = [
-        _shapes(tbl, f"{t}_shape", 3 if t == "anchor_tokens" else 4, uri) for t in TENSORS[src.kind]
-    ]
+    shapes = []
+    for t in TENSORS[src.kind]:
+        ndim = 3 if t == "anchor_tokens" else 4
+        arr = tbl.column(f"{t}_shape").combine_chunks().flatten()
+        shapes.append(arr.to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, ndim))
     if src.kind == "clips":
         shapes.insert(1, np.full((n, 4), -1, dtype=np.int64))  # no stored source
     kind_code = np.full((n, 1), 0 if src.kind == "clips" else 1, dtype=np.int64)
@@ -148,7 +202,7 @@ def open_shard(uri: str, src: Any, si: int, expected: dict | None):
         keep &= (
             np.nan_to_num(tbl.column(f"score_{k}").to_numpy(zero_copy_only=False), nan=-1) >= thr
         )
-    return ShardInfo(uri, fs, path, src.kind, si, sizes, prov, pf.metadata), vec, keep
+    return vec, keep
 
 
 def _bucket_key(vec: np.ndarray) -> BucketKey:
@@ -159,27 +213,122 @@ def _bucket_key(vec: np.ndarray) -> BucketKey:
     return BucketKey("pair", v[1], v[2], (target, source, anchor))
 
 
+def _refusal(refused: list[ShardRefused], total: int) -> ConfigError:
+    lines = [f"shard {r.uri}: {line}" for r in refused for line in r.lines]
+    shown = lines[:MAX_LINES]
+    if len(lines) > MAX_LINES:
+        shown.append(f"... and {len(lines) - MAX_LINES} more")
+    return ConfigError(
+        f"refusing the training data: {len(lines)} problem(s) in {len(refused)} of {total} "
+        "shard(s), found at start-up before reading any tensor (run `sama validate ROOT` for "
+        "a full report):\n  " + "\n  ".join(shown)
+    )
+
+
+def _open_all(jobs, expected, limits, workers):
+    """``open_shard`` for every (uri, source, index), ``workers`` at a time, in order."""
+
+    def one(job):
+        uri, src, si = job
+        try:
+            return open_shard(uri, src, si, expected, limits)
+        except ShardRefused as e:
+            return e
+        except (pa.ArrowException, OSError, EOFError) as e:
+            return ShardRefused(uri, [f"cannot read shard (truncated or not Parquet): {e}"])
+
+    if workers <= 1 or len(jobs) <= 1:
+        results = [one(j) for j in jobs]
+    else:
+        with ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix="sama-index") as pool:
+            results = list(pool.map(one, jobs))
+    refused = [r for r in results if isinstance(r, ShardRefused)]
+    if refused:
+        raise _refusal(refused, len(jobs))
+    return results
+
+
+def _index_key(jobs, expected, limits) -> str:
+    def stat(job):
+        fs, path = url_to_fs(job[0])
+        info = fs.info(path)
+        return [job[0], job[2], int(info.get("size") or 0), version_of(info)]
+
+    with ThreadPoolExecutor(16, thread_name_prefix="sama-stat") as pool:
+        listing = list(pool.map(stat, jobs))
+    sources = [asdict(j[1]) if is_dataclass(j[1]) else repr(j[1]) for j in jobs]
+    return stable_hash(
+        {"listing": listing, "sources": sources, "expected": expected, "limits": asdict(limits)}
+    )
+
+
+def _from_cache(entries, vec, keep, cache):
+    shards, vecs, keeps, at = [], [], [], 0
+    for e in entries:
+        fs, path = url_to_fs(e["uri"])
+        shards.append(
+            ShardInfo(
+                e["uri"],
+                fs,
+                path,
+                e["kind"],
+                e["source"],
+                e["row_groups"],
+                e["provenance"],
+                None,
+                e["size"],
+                e["version"],
+                cache,
+            )
+        )
+        vecs.append(vec[at : at + e["rows"]])
+        keeps.append(keep[at : at + e["rows"]])
+        at += e["rows"]
+    return shards, vecs, keeps
+
+
+def _open_indexed(jobs, expected, limits, workers, cache):
+    if cache is None:
+        opened = _open_all(jobs, expected, limits, workers)
+        return [o[0] for o in opened], [o[1] for o in opened], [o[2] for o in opened]
+    key = _index_key(jobs, expected, limits)
+    with locked(cache.root / "index" / f"{key}.lock"):  # one process of the node builds it
+        hit = cache.load_index(key)
+        if hit is not None:
+            return _from_cache(*hit, cache)
+        opened = _open_all(jobs, expected, limits, workers)
+        for shard, _, _ in opened:
+            shard.cache = cache
+        cache.store_index(
+            key,
+            [o[0].to_json() for o in opened],
+            np.concatenate([o[1] for o in opened]).astype(np.int64),
+            np.concatenate([o[2] for o in opened]),
+        )
+    return [o[0] for o in opened], [o[1] for o in opened], [o[2] for o in opened]
+
+
 def build_index(
-    sources: Sequence[Any], expected: dict | None
+    sources: Sequence[Any],
+    expected: dict | None,
+    *,
+    limits: Limits = Limits(),
+    workers: int = 16,
+    cache: ShardCache | None = None,
 ) -> tuple[list[ShardInfo], list[Unit], list[BucketKey]]:
     """Open every shard of every source (``SourceConfig``s) -> (shards, units, bucket keys).
 
-    Raises ``ConfigError`` naming the shard for a wrong spec, a provenance mismatch, or a
-    filter that leaves nothing."""
-    shards, vecs, keeps = [], [], []
-    for si, src in enumerate(sources):
-        for uri in shard_uris(src, si):
-            shard, vec, keep = open_shard(uri, src, si, expected)
-            ref = shards[0] if shards else shard
-            keys = [(p, n) for p, n in COMPATIBILITY_KEYS if p != "spec"]
-            diffs = compare(ref.provenance, shard.provenance, keys)
-            if diffs:
-                raise ConfigError(
-                    f"shard {uri} is inconsistent with shard {ref.uri}: " + "; ".join(diffs)
-                )
-            shards.append(shard)
-            vecs.append(vec)
-            keeps.append(keep)
+    Raises ``ConfigError`` listing every refused shard's problems, or naming the shard for a
+    provenance mismatch, or a filter that leaves nothing."""
+    jobs = [(uri, src, si) for si, src in enumerate(sources) for uri in shard_uris(src, si)]
+    shards, vecs, keeps = _open_indexed(jobs, expected, limits, workers, cache)
+    keys = [(p, n) for p, n in COMPATIBILITY_KEYS if p != "spec"]
+    for shard in shards[1:]:
+        diffs = compare(shards[0].provenance, shard.provenance, keys)
+        if diffs:
+            raise ConfigError(
+                f"shard {shard.uri} is inconsistent with shard {shards[0].uri}: " + "; ".join(diffs)
+            )
     kept = [v[k] for v, k in zip(vecs, keeps, strict=True)]
     if not any(len(v) for v in kept):
         raise ConfigError("data.sources: no rows left after the media/min_scores filters")
@@ -197,111 +346,3 @@ def build_index(
                 units.append(Unit(shard.source, si, rg, rows, ids[start + rows]))
             start += size
     return shards, units, keys
-
-
-def tensor_view(tbl: pa.Table, name: str, i: int, small: dict):
-    """Zero-copy torch view of a stored tensor cell (keeps the row group's buffer alive)."""
-    import torch
-
-    from sama.tensors import torch_dtype
-
-    cell = tbl.column(name)[i]
-    if not cell.is_valid:
-        return None
-    buf, shape, dtype = cell.as_buffer(), small[f"{name}_shape"][i], small[f"{name}_dtype"][i]
-    if buf.size != math.prod(shape) * itemsize(dtype):
-        raise TensorDecodeError(
-            f"column {name!r} row {i}: {buf.size} bytes, but shape {shape} "
-            f"of {dtype} needs {expected_nbytes(shape, dtype)}"
-        )
-    if not buf.size:
-        return torch.empty(shape, dtype=torch_dtype(dtype))
-    return torch.frombuffer(buf, dtype=torch_dtype(dtype)).view(shape)
-
-
-def own(sample: dict) -> dict:
-    """Copy the sample's tensors out of the row group's buffers (so those can be freed)."""
-    import torch
-
-    for k, v in sample.items():
-        if isinstance(v, torch.Tensor):
-            sample[k] = v.clone()
-        elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
-            sample[k] = [t.clone() for t in v]
-    return sample
-
-
-def decode_rows(
-    tbl: pa.Table,
-    rows: Sequence[int],
-    kind: str,
-    load_text_embeds: bool = True,
-    max_text_tokens: int = 512,
-) -> dict[int, dict]:
-    """Row positions of one row group -> sample dicts.
-
-    Keys: ``kind`` (clip|pair), ``sample_id``, ``bucket`` (w, h), ``num_frames``, ``media``
-    (image|video), ``target_latents`` [C,T,H,W], ``anchor_tokens`` [N,K,D], ``text_prompts``
-    (list or None), ``text_embeds`` (one [L_i, E] per prompt, cut to ``max_text_tokens``; own
-    memory, as they stay lists in a batch; or None); clips add ``caption``; pairs add
-    ``source_latents`` [C,T,H,W], ``instruction``, ``corpus``. The other tensors are views of
-    ``tbl``'s buffers (see ``own``).
-    """
-    import torch
-
-    tensors = TENSORS[kind]
-    small_names = [c for c in tbl.column_names if c not in tensors and c != "text_embeds"]
-    small = {c: tbl.column(c).to_pylist() for c in small_names}
-    out = {}
-    for i in rows:
-        s: dict[str, Any] = {
-            "kind": kind[:-1],
-            "bucket": (small["bucket_width"][i], small["bucket_height"][i]),
-            "num_frames": small["num_frames"][i],
-        }
-        if kind == "clips":
-            s.update(
-                sample_id=small["clip_id"][i],
-                caption=small["caption"][i],
-                target_latents=tensor_view(tbl, "latents", i, small),
-            )
-        else:
-            s.update(
-                sample_id=small["pair_id"][i],
-                instruction=small["instruction"][i],
-                corpus=small["corpus"][i],
-                source_latents=tensor_view(tbl, "source_latents", i, small),
-                target_latents=tensor_view(tbl, "target_latents", i, small),
-            )
-        s["media"] = "video" if s["target_latents"].shape[1] > 1 else "image"
-        s["anchor_tokens"] = tensor_view(tbl, "anchor_tokens", i, small)
-        s["text_prompts"] = small["text_prompts"][i]
-        s["text_embeds"] = None
-        if load_text_embeds and s["text_prompts"] is not None:
-            embeds_LE = tensor_view(tbl, "text_embeds", i, small)
-            lengths = small["text_lengths"][i]
-            if embeds_LE is not None:
-                if lengths is None or sum(lengths) != embeds_LE.shape[0]:
-                    raise ValueError(
-                        f"{s['sample_id']}: text_lengths {lengths} do not add up "
-                        f"to the {embeds_LE.shape[0]} rows of text_embeds"
-                    )
-                s["text_embeds"] = [
-                    e[:max_text_tokens].clone() for e in torch.split(embeds_LE, lengths)
-                ]
-        out[i] = s
-    return out
-
-
-def read_columns(kind: str, load_text_embeds: bool = True) -> list[str]:
-    """The columns a sample needs, in schema order (not the provenance-only ones)."""
-    want = set(_SMALL) | (set(_EMBEDS) if load_text_embeds else set())
-    for t in TENSORS[kind]:
-        want |= {t, f"{t}_shape", f"{t}_dtype"}
-    return [c for c in SPECS[kind].column_names if c in want]
-
-
-def read_row_group(shard: ShardInfo, row_group: int, columns: list[str]) -> pa.Table:
-    with shard.fs.open(shard.path, "rb") as f:
-        pf = pq.ParquetFile(f, metadata=shard.metadata)
-        return pf.read_row_group(row_group, columns=columns)

@@ -9,7 +9,8 @@ ROOT/errors/*.parquet    errors/v1 shards       ROOT/build_config_pairs.yaml  of
 A root may hold a clip build and a pair build (``pipelines/engine/root.py``); ``build_config.yaml``
 is the clip build's, and a root with pairs only is described by ``build_config_pairs.yaml``.
 
-ROOT is any fsspec URI. ``summary.json`` is written by the build; the tools read:
+ROOT is any fsspec URI, in the build layout above or the published one (``data/<kind>/...``,
+``sama.shards.LAYOUTS``). ``summary.json`` is written by the build; the tools read:
 
 - ``inputs``: the build's inputs, each a string id or ``{"id": ..., "uri": ..., "kind": ...}``.
   The id is the one the rows carry: clips ``video_id``, pairs ``pair_id``, errors ``item_id``.
@@ -79,11 +80,7 @@ def open_dataset_dir(root: str, fs=None) -> DatasetDir:
     fs, path = url_to_fs(root, fs)
     out = DatasetDir(root=root, fs=fs)
     for kind in KINDS:
-        found = (
-            list_shards(root, kind, fs, include_temp=True)
-            if fs.exists(posixpath.join(path, kind))
-            else []
-        )
+        found = list_shards(root, kind, fs, include_temp=True)
         out.shards[kind] = [p for p in found if not posixpath.basename(p).startswith(".")]
         out.leftovers += [p for p in found if posixpath.basename(p).startswith(".")]
     out.summary, out.summary_error = _read_text(fs, posixpath.join(path, SUMMARY_FILE), json.loads)
@@ -117,7 +114,7 @@ def input_ids(summary: dict) -> list[str] | None:
         return None
     out = []
     for item in inputs:
-        out.append(str(item["id"]) if isinstance(item, dict) else str(item))
+        out.append(str(item.get("id")) if isinstance(item, dict) else str(item))
     return out
 
 
@@ -147,13 +144,13 @@ def build_stats(summary: dict | None) -> dict[str, object]:
     return out
 
 
-def license_of(build_config: dict | None) -> str | None:
-    """The licence of the dataset: ``license`` at the top of the build config or under
-    ``output`` / ``dataset`` / ``card`` / ``publish`` (the first found)."""
+def license_of(build_config: dict | None, key: str = "license") -> str | None:
+    """The licence of the dataset: ``license`` (or ``key``, e.g. ``license_link``) at the top of
+    the build config or under ``output`` / ``dataset`` / ``card`` / ``publish`` (first found)."""
     if not build_config:
         return None
     sections = ("output", "dataset", "card", "publish")
     for section in (build_config, *(build_config.get(k) for k in sections)):
-        if isinstance(section, dict) and isinstance(section.get("license"), str):
-            return section["license"]
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            return section[key]
     return None

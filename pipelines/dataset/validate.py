@@ -1,10 +1,13 @@
 """Check a built dataset before anyone trains on it or publishes it (``sama validate``).
 
-Every shard is checked against the spec version it declares: readable (a truncated file is a
-problem, not a crash), schema, non-null columns, tensor byte lengths vs shape and dtype, finite
-float tensors, provenance present and consistent across shards (CONVENTIONS.md rule 3), ids
-unique across shards, and every input of the build accounted for in clips, pairs or errors
-(rule 5). Shards are streamed one row group at a time, so memory stays bounded.
+Every shard is checked against the spec version it declares (``pipelines/dataset/
+shard_check.py``): readable (a truncated file is a problem, not a crash), the footer (schema,
+provenance a bounded JSON object, row-group sizes under the caps, with the same check the
+trainer runs: ``datasets_spec.checks``), tensor shapes, dtypes and byte lengths
+(``datasets_spec.cells``), non-null columns, finite float tensors (full check); across shards:
+provenance consistent (CONVENTIONS.md rule 3), ids unique, one spec version per kind, and every
+input of the build accounted for in clips, pairs or errors (rule 5). Shards are streamed one row
+group at a time, so memory stays bounded; nothing here raises on bad data.
 """
 
 from __future__ import annotations
@@ -12,20 +15,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets_spec import RecordSpec, SchemaError
-from datasets_spec.base import check_tensor_column
-from datasets_spec.provenance import (
-    COMPATIBILITY_KEYS,
-    REQUIRED,
-    check_provenance,
-    compare,
-    read_provenance,
-)
-from datasets_spec.tensors import STORAGE_DTYPES
+from datasets_spec import RecordSpec
+from datasets_spec.checks import Limits
+from datasets_spec.provenance import COMPATIBILITY_KEYS, REQUIRED, compare
 from pipelines.dataset.layout import (
     INPUT_ID_COLUMNS,
     KINDS,
@@ -34,17 +29,19 @@ from pipelines.dataset.layout import (
     num_inputs,
     open_dataset_dir,
 )
-from sama.shards import spec_of, url_to_fs
+from pipelines.dataset.shard_check import check_shard
+from sama.shards import url_to_fs
 
 MAX_EXAMPLES = 5  # messages kept per (shard, check); the rest are counted
-_FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
 # provenance entries that may differ between shards without changing the latent space
 _SOFT_KEYS = tuple(k for k in REQUIRED if k not in ("spec", "build_config"))
 
 
 @dataclass(frozen=True)
 class Problem:
-    check: str  # readable | schema | nulls | tensor_bytes | finite | provenance | unique_ids | inputs | layout
+    # readable | schema | row_group | nulls | tensor_shape | tensor_bytes | finite | provenance |
+    # unique_ids | inputs | layout | viewer (warning) | versions (warning)
+    check: str
     message: str
     shard: str | None = None
     level: str = "error"  # "error" fails validation, "warning" does not
@@ -138,8 +135,18 @@ class _Collector:
         return out
 
 
-def validate(root: str, fs=None, *, check_finite: bool = True) -> ValidationReport:
-    """Check every shard under ``root`` (any fsspec URI); never raises on bad data."""
+def validate(
+    root: str,
+    fs=None,
+    *,
+    full: bool = True,
+    check_finite: bool = True,
+    limits: Limits = Limits(),
+) -> ValidationReport:
+    """Check every shard under ``root`` (any fsspec URI); never raises on bad data.
+
+    ``full=False`` reads footers and the small columns only (shapes, dtypes, ids): tensor
+    bytes are checked against the footer's sizes instead of cell by cell, and not for NaN."""
     ds = open_dataset_dir(root, fs)
     out = ValidationReport(root=root)
     col = _Collector()
@@ -153,13 +160,16 @@ def validate(root: str, fs=None, *, check_finite: bool = True) -> ValidationRepo
         for path in ds.shards[kind]:
             info = ShardInfo(path=path, kind=kind)
             out.shards.append(info)
-            _check_shard(ds, info, col, ids[kind], accounted, check_finite)
+            _check_shard(ds, info, col, ids[kind], accounted, (full, check_finite, limits))
             out.rows[kind] = out.rows.get(kind, 0) + info.rows
     _check_provenance(out.shards, col)
+    _check_versions(out.shards, col)
     unchecked = [s for s in out.shards if not s.checked]
     if unchecked:  # their rows are unknown, so "missing" inputs would only echo the error above
         col.add(
-            "inputs", f"not checked: {len(unchecked)} shard(s) could not be read", level="warning"
+            "inputs",
+            f"not checked: {len(unchecked)} shard(s) were not read through (see the errors)",
+            level="warning",
         )
         out.num_inputs = num_inputs(ds.summary)
     else:
@@ -176,103 +186,30 @@ def _check_shard(
     col: _Collector,
     seen_ids: dict[str, str],
     accounted: set[str],
-    check_finite: bool,
+    mode: tuple[bool, bool, Limits],
 ) -> None:
+    full, check_finite, limits = mode
     fs, path = url_to_fs(info.path, ds.fs)
+
+    def on_rows(spec: RecordSpec, table: pa.Table) -> None:
+        _check_ids(table, spec, info, col, seen_ids, accounted)
+
     try:
         with fs.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
-            spec = _check_header(pf.schema_arrow, info, col)
-            if spec is None:
-                return
-            for i in range(pf.num_row_groups):
-                table = pf.read_row_group(i)
-                _check_values(table, spec, info, col, check_finite)
-                _check_ids(table, spec, info, col, seen_ids, accounted)
-                info.rows += table.num_rows
-            info.checked = True
+            check_shard(
+                pf,
+                info,
+                col.add,
+                on_rows,
+                full=full,
+                check_finite=check_finite,
+                limits=limits,
+                input_column=INPUT_ID_COLUMNS,
+            )
     except (pa.ArrowException, OSError, EOFError) as e:
         info.readable = False
         col.add("readable", f"cannot read shard (truncated or not Parquet): {e}", info.path)
-
-
-def _check_header(schema: pa.Schema, info: ShardInfo, col: _Collector) -> RecordSpec | None:
-    """Spec version, schema and provenance from the footer; None if the rows can't be checked."""
-    try:
-        spec = spec_of(schema)
-    except SchemaError as e:
-        col.add("schema", f"unsupported spec version: {e}", info.path)
-        return None
-    info.spec_id = spec.id
-    if spec.kind != info.kind:
-        col.add("schema", f"declares spec {spec.id!r} but lies in {info.kind}/", info.path)
-        return None
-    try:
-        spec.validate(schema)
-    except SchemaError as e:
-        col.add("schema", str(e), info.path)
-        return None
-    info.provenance = _read_prov(schema, spec, info, col)
-    return spec
-
-
-def _read_prov(
-    schema: pa.Schema, spec: RecordSpec, info: ShardInfo, col: _Collector
-) -> dict | None:
-    try:
-        prov = read_provenance(schema)
-    except ValueError as e:
-        col.add("provenance", f"provenance metadata is not JSON: {e}", info.path)
-        return None
-    if prov is None:
-        col.add("provenance", "shard has no `sama.provenance` metadata", info.path)
-        return None
-    try:
-        check_provenance(prov)
-    except SchemaError as e:
-        col.add("provenance", str(e), info.path)
-    if prov.get("spec") != spec.id:
-        col.add(
-            "provenance",
-            f"provenance spec {prov.get('spec')!r} != schema spec {spec.id!r}",
-            info.path,
-        )
-    return prov
-
-
-def _check_values(
-    table: pa.Table, spec: RecordSpec, info: ShardInfo, col: _Collector, check_finite: bool
-) -> None:
-    base = info.rows  # row numbers are within the shard
-    for c in spec.columns:
-        if not c.nullable and table.column(c.name).null_count:
-            col.add("nulls", f"column {c.name!r} has nulls but is not nullable", info.path)
-    for t in spec.tensor_columns:
-        try:
-            check_tensor_column(table, t.name)
-        except SchemaError as e:
-            col.add("tensor_bytes", f"{e} (row group starting at row {base})", info.path)
-            continue
-        if check_finite:
-            for row in _nonfinite_rows(table, t.name):
-                col.add(
-                    "finite", f"column {t.name!r} row {base + row}: NaN or Inf values", info.path
-                )
-
-
-def _nonfinite_rows(table: pa.Table, name: str) -> list[int]:
-    """Rows whose float tensor holds NaN/Inf; bf16 is checked on its bit pattern (exponent)."""
-    data = table.column(name).to_pylist()
-    dtypes = table.column(f"{name}_dtype").to_pylist()
-    bad = []
-    for i, (b, d) in enumerate(zip(data, dtypes, strict=True)):
-        if b is None or d not in _FLOAT_DTYPES:
-            continue
-        arr = np.frombuffer(b, dtype=STORAGE_DTYPES[d])
-        finite = ((arr & 0x7F80) != 0x7F80).all() if d == "bfloat16" else np.isfinite(arr).all()
-        if not finite:
-            bad.append(i)
-    return bad
 
 
 def _check_ids(
@@ -294,6 +231,21 @@ def _check_ids(
     accounted.update(x for x in table.column(INPUT_ID_COLUMNS[spec.kind]).to_pylist() if x)
 
 
+def _check_versions(shards: list[ShardInfo], col: _Collector) -> None:
+    """One spec version per kind: the trainer reads a mix, but the Hub viewer and ``datasets``
+    take one schema per config (``sama publish`` refuses a mix)."""
+    for kind in KINDS:
+        versions = sorted({s.spec_id for s in shards if s.kind == kind and s.spec_id})
+        if len(versions) > 1:
+            col.add(
+                "versions",
+                f"{kind}/ mixes spec versions {versions}: the trainer reads "
+                "them all, but one Hub config needs one schema (rebuild into one version "
+                "before publishing)",
+                level="warning",
+            )
+
+
 def _check_provenance(shards: list[ShardInfo], col: _Collector) -> None:
     """Every shard must agree with the first one: fully within a kind, on the latent space across
     kinds (the ``spec`` entry differs by kind by design). Error shards are grouped by the build
@@ -308,8 +260,8 @@ def _check_provenance(shards: list[ShardInfo], col: _Collector) -> None:
     for s in with_prov:
         group = (s.kind, str(s.provenance.get("build_kind", "clips")))
         kref = ref_by_kind.setdefault(group, s)
-        if kref is not s:
-            diffs = compare(kref.provenance, s.provenance)
+        if kref is not s:  # spec versions of one kind may differ (see _check_versions)
+            diffs = compare(kref.provenance, s.provenance, cross_keys)
             soft = compare(kref.provenance, s.provenance, [(k, k) for k in _SOFT_KEYS])
         else:  # first shard of its kind: its kind must share the first kind's latent space
             kref, soft = ref, []

@@ -2,20 +2,25 @@
 
 Everything comes from declarations and from the data: the column tables from the record specs
 (``RecordSpec.card_table``), the encoders and policies from the shards' provenance, the counts
-from validation, the build stats from ``summary.json``, the licence from the build config. The
-Hub YAML front matter declares one config per record kind (``clips`` is the default, ``errors``
-is its own config) pointing at the data files, so the Hub viewer and ``datasets`` show them.
+from validation, the build stats and curation (dedup, filters) from ``summary.json``, the licence
+from the build config. The Hub YAML front matter declares one config per record kind
+(``clips`` is the default, ``errors`` is its own config) pointing at the data files, and each
+config's features (``dataset_info``, from the spec: ``preview`` is an ``Image``), so the Hub
+viewer and ``datasets`` show the rows as they are, previews as pictures. The build config is
+shown redacted (``sama.redact``: no storage options, tokens or URL credentials).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
 from datasets_spec import SPECS
 from pipelines.dataset.layout import KINDS, build_stats, num_inputs
 from pipelines.dataset.validate import ValidationReport
+from sama.redact import redact
 
 TASKS = {"clips": ["text-to-video"], "pairs": ["video-to-video", "image-to-image"]}
 TAGS = ["sama", "video-editing", "wan2.1", "latents", "semantic-anchoring", "motion-alignment"]
@@ -29,6 +34,22 @@ PROVENANCE_SECTIONS = (
     "frame_policy",
     "resolution_policy",
 )
+# Licence ids the Hub knows (hub-docs repositories-licenses.md); mostly lower-cased SPDX ids.
+# fmt: off
+HUB_LICENSES = frozenset((
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0",
+    "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0",
+    "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+    "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0",
+    "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1", "agpl-3.0", "gfdl", "gpl", "gpl-2.0",
+    "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by",
+    "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib",
+    "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "gemma", "unknown", "other",
+))
+# fmt: on
 CITATION = """@article{sama2026,
   title   = {SAMA: Factorized Semantic Anchoring and Motion Alignment for Instruction-Guided
              Video Editing},
@@ -51,10 +72,48 @@ def size_category(n: int) -> str:
     return next((name for bound, name in bounds if n < bound), "n>1T")
 
 
+def license_fields(license: str | None, link: str | None = None) -> dict[str, str]:
+    """Card metadata for a licence: a Hub id as is (``CC-BY-4.0`` -> ``cc-by-4.0``); any other
+    name as ``license: other`` + ``license_name`` (a slug) + ``license_link`` when known; no
+    licence -> ``unknown``."""
+    if not license:
+        return {"license": "unknown"}
+    if license.strip().lower() in HUB_LICENSES:
+        return {"license": license.strip().lower()}
+    slug = re.sub(r"[^a-z0-9.]+", "-", license.strip().lower()).strip("-") or "custom"
+    out = {"license": "other", "license_name": slug}
+    if link:
+        out["license_link"] = link
+    return out
+
+
+def dataset_info(kind_specs: dict[str, str]) -> list[dict]:
+    """``dataset_info`` entries (config name + features) for the card YAML, from the specs
+    (imports ``datasets``: the ``hub`` extra)."""
+    try:
+        from datasets import DatasetInfo
+        from datasets.info import DatasetInfosDict
+        from huggingface_hub import DatasetCardData
+    except ImportError as e:
+        raise ImportError("the dataset card needs datasets: pip install 'sama[hub]'") from e
+    infos = DatasetInfosDict(
+        {k: DatasetInfo(features=SPECS[s].features()) for k, s in kind_specs.items()}
+    )
+    card = DatasetCardData()
+    infos.to_dataset_card_data(card)
+    info = card.to_dict()["dataset_info"]
+    return info if isinstance(info, list) else [{"config_name": next(iter(kind_specs)), **info}]
+
+
 def front_matter(
-    data_files: dict[str, str], license: str | None, rows: int, pretty_name: str
+    data_files: dict[str, str],
+    license: dict[str, str],
+    rows: int,
+    pretty_name: str,
+    kind_specs: dict[str, str] | None = None,
 ) -> dict:
-    """Hub metadata: licence, tasks, tags, size and one config per record kind."""
+    """Hub metadata: licence, tasks, tags, size, one config per record kind and, for kinds of
+    one spec version (``kind_specs``), its features."""
     kinds = [k for k in KINDS if k in data_files]
     default = "clips" if "clips" in kinds else kinds[0]
     configs = []
@@ -65,14 +124,27 @@ def front_matter(
         cfg["data_files"] = [{"split": "train", "path": data_files[k]}]
         configs.append(cfg)
     tasks = [t for k in kinds for t in TASKS.get(k, [])]
-    return {
-        "license": license or "other",
+    meta = {
+        **license,
         "pretty_name": pretty_name,
         "task_categories": list(dict.fromkeys(tasks)) or ["text-to-video"],
         "tags": TAGS,
         "size_categories": [size_category(rows)],
         "configs": configs,
     }
+    if kind_specs:
+        meta["dataset_info"] = dataset_info({k: kind_specs[k] for k in kinds if k in kind_specs})
+    return meta
+
+
+def kind_specs(validation: ValidationReport, data_files: dict[str, str]) -> dict[str, str]:
+    """The one spec version of each published kind (kinds mixing versions are left out)."""
+    out = {}
+    for k in data_files:
+        specs = {s.spec_id for s in validation.shards if s.kind == k and s.spec_id}
+        if len(specs) == 1:
+            out[k] = specs.pop()
+    return out
 
 
 def render_card(
@@ -82,13 +154,16 @@ def render_card(
     summary: dict | None = None,
     build_config: dict | None = None,
     license: str | None = None,
+    license_link: str | None = None,
     repo_id: str | None = None,
     pretty_name: str | None = None,
+    dedup_rows: int | None = None,
 ) -> str:
     """README.md text: YAML front matter + the human-readable card."""
     name = pretty_name or (repo_id.split("/")[-1] if repo_id else "SAMA training data")
     total = sum(validation.rows.get(k, 0) for k in data_files)
-    meta = front_matter(data_files, license, total, name)
+    lic = license_fields(license, license_link)
+    meta = front_matter(data_files, lic, total, name, kind_specs(validation, data_files))
     parts = [
         "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n",
         f"# {name}\n",
@@ -99,15 +174,11 @@ def render_card(
         _configs_section(validation, data_files, summary),
         _loading_section(repo_id, data_files),
         _provenance_section(validation.provenance()),
+        _curation_section(summary, dedup_rows),
         _stats_section(summary),
         _columns_section(validation, data_files),
         _config_section(build_config),
-        "## Licence\n\n"
-        + (
-            f"`{license}` (from the build config).\n"
-            if license
-            else "Not set: add `license:` to the build config before publishing.\n"
-        ),
+        _license_section(license, lic),
         "## Citation\n\n```bibtex\n" + CITATION + "\n```\n",
     ]
     return "\n".join(parts)
@@ -203,8 +274,47 @@ def _columns_section(v: ValidationReport, data_files: dict[str, str]) -> str:
 def _config_section(build_config: dict | None) -> str:
     if not build_config:
         return ""
-    text = yaml.safe_dump(build_config, sort_keys=False)
+    text = yaml.safe_dump(redact(build_config), sort_keys=False)
     return (
-        "## Build config\n\n<details><summary>build_config.yaml (resolved)</summary>\n\n"
+        "## Build config\n\n<details><summary>build_config.yaml (resolved; storage options, "
+        "tokens and URL credentials redacted)</summary>\n\n"
         f"```yaml\n{text}```\n\n</details>\n"
     )
+
+
+def _license_section(license: str | None, fields: dict[str, str]) -> str:
+    if not license:
+        return "## Licence\n\nNot set: add `license:` to the build config (or `--license`).\n"
+    if fields["license"] != "other":
+        return f"## Licence\n\n`{fields['license']}` (from the build config).\n"
+    link = fields.get("license_link")
+    where = f" ({link})" if link else " (add `license_link:` to the build config)"
+    return f"## Licence\n\n{license}{where}: not a licence id the Hub knows.\n"
+
+
+def _scalars(d) -> dict:
+    return (
+        {k: v for k, v in d.items() if isinstance(v, str | int | float | bool)}
+        if isinstance(d, dict)
+        else {}
+    )
+
+
+def _curation_section(summary: dict | None, dedup_rows: int | None) -> str:
+    """What was removed before the data was kept: near-duplicates (``summary["dedup"]``, and the
+    dedup table's rows) and filters (``summary["filters"]``, the ``filtered`` error rows of the
+    judge). Absent entries are left out; no section when nothing is known."""
+    summary = summary or {}
+    rows = []
+    for key in ("dedup", "filters"):
+        rows += [(f"{key}.{k}", v) for k, v in _scalars(summary.get(key)).items()]
+    filtered = _scalars(summary.get("errors_by_kind")).get("filtered")
+    if filtered is not None:
+        rows.append(("pairs filtered by the judge (error rows of kind `filtered`)", filtered))
+    if dedup_rows is not None:
+        rows.append(("rows of the dedup table (`dedup/`)", dedup_rows))
+    if not rows:
+        return ""
+    lines = ["## Curation\n", "| what | value |", "|---|---|"]
+    lines += [f"| {k} | {_value(v)} |" for k, v in rows]
+    return "\n".join(lines) + "\n"

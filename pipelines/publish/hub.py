@@ -1,39 +1,55 @@
 """``sama publish``: lay a validated dataset out as a Hub dataset repo and upload it resumably.
 
-Repo layout: ``data/{clips,pairs,errors}/*.parquet`` (shards copied byte for byte), the card
-``README.md`` at the root (its ``configs`` point at the data files), ``build_config.yaml``.
-Invalid data is refused before anything is written or sent. ``--dry-run OUT`` writes exactly
-the folder that would be pushed and prints the plan.
+Repo layout: ``data/{clips,pairs,errors}/*.parquet`` (shards copied byte for byte; a kind with
+more than ``FILES_PER_FOLDER`` shards goes to numbered sub-folders, the Hub's "< 10k entries per
+folder"), the card ``README.md`` (its ``configs`` point at the data files) and
+``build_config.yaml`` (redacted, ``sama.redact``). Invalid data is refused before anything is
+written or sent; the pre-upload check reads footers and the small columns (``--full-check``
+reads every tensor). Shards whose provenance holds secret-looking values are refused too: the
+footers would carry them to the Hub byte for byte. ``--dry-run OUT`` writes the exact folder.
 
-Hub limits respected (https://huggingface.co/docs/hub/storage-limits): fewer than 100 files per
-commit (``FILES_PER_COMMIT``), about 128 commits per hour (``CommitRateLimiter``), fewer than
-10k files per folder (a kind with more shards is split into numbered sub-folders). Resumable:
-files already on the Hub with the same content are skipped, so a re-run after an interruption
-uploads only what is missing; the card goes last, so a half-pushed repo never advertises
-configs whose files are not there. The token comes from ``HF_TOKEN`` or ``hf auth login`` and
-is never printed.
+The upload is ``huggingface_hub``'s: ``HfApi.upload_folder``, which hashes the files, asks the
+Hub which are unchanged (a re-run after an interruption skips what is already committed),
+uploads the rest with retries on 429/5xx honouring ``Retry-After``, and shows progress. With
+``hf_xet`` (installed with huggingface_hub 2.4 on the usual platforms) one call uploads a whole
+group through the Xet pipeline, which sizes and retries its commits itself. Without it (or with
+``HF_HUB_DISABLE_XET=1``) each call is one commit through the LFS protocol, so the data files go
+in groups of ``--files-per-commit`` (the Hub asks for < 100 files per commit), and a commit
+that still fails with 429/5xx (``create_commit`` does not retry its POST) is sent again.
+A root on an object store is staged on local disk one group at a time (``--stage-gb``), never
+held in memory; a local root is linked, not copied. Stale ``data/`` files of an older publish
+are deleted first and the card goes last, so the repo never advertises files it lacks. The
+token comes from ``HF_TOKEN`` or ``hf auth login`` and is never printed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import os
 import posixpath
 import shutil
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import yaml
+
+from datasets_spec.checks import Limits
 from pipelines.dataset.layout import BUILD_CONFIG_FILE, KINDS, license_of, open_dataset_dir
 from pipelines.dataset.validate import ValidationReport, validate
 from pipelines.publish.card import render_card
-from sama.shards import url_to_fs
+from sama.redact import redact
+from sama.shards import is_local, url_to_fs
 
-FILES_PER_COMMIT = 50  # Hub: < 100 operations per commit
-FILES_PER_FOLDER = 9_000  # Hub: < 10k files per folder
-COMMITS_PER_HOUR = 120  # Hub: about 128 commits per hour per repo
+FILES_PER_COMMIT = 50  # LFS path: the Hub asks for < 100 files per commit
+FILES_PER_FOLDER = 9_000  # Hub: < 10k entries per folder
+STAGE_BYTES = 20 << 30  # object-store roots: bytes staged on local disk at once
+RETRY_STATUS = (429, 500, 502, 503, 504)
+RETRIES = 5
+META_FILES = (BUILD_CONFIG_FILE, "README.md")  # the last group: the card goes last
 
 
 class PublishRefused(ValueError):
@@ -57,33 +73,43 @@ class PublishPlan:
     validation: ValidationReport
     fs: object = None
     files_per_commit: int = FILES_PER_COMMIT
+    local: bool = True  # the shards are on the local file system (linked, not staged)
 
-    def batches(self) -> list[list[PlannedFile]]:
-        return batch_files(self.files, self.files_per_commit)
+    def groups(self, *, xet: bool, stage_bytes: int = STAGE_BYTES) -> list[list[PlannedFile]]:
+        """One ``upload_folder`` call each: the data files (split by file count on the LFS
+        path, by bytes when staged from an object store), then build config + card."""
+        data = [f for f in self.files if f.repo_path not in META_FILES]
+        meta = [f for f in self.files if f.repo_path in META_FILES]
+        per_group = None if xet else self.files_per_commit
+        groups: list[list[PlannedFile]] = []
+        size = 0
+        for f in data:
+            full = groups and per_group is not None and len(groups[-1]) >= per_group
+            over = groups and not self.local and size + f.size > stage_bytes
+            if not groups or full or over:
+                groups.append([])
+                size = 0
+            groups[-1].append(f)
+            size += f.size
+        return [*groups, meta] if meta else groups
 
-    def format(self) -> str:
+    def format(self, *, xet: bool = False) -> str:
         total = sum(f.size for f in self.files)
+        groups = self.groups(xet=xet)
+        how = "Xet pipeline" if xet else f"LFS, <= {self.files_per_commit} files per commit"
         lines = [
             f"publish {self.root} -> {self.repo_id or '<dry run>'} (dataset repo)",
-            f"  {len(self.files)} files, {total / 1e6:.1f} MB, "
-            f"{len(self.batches())} commit(s) of <= {self.files_per_commit} files",
+            f"  {len(self.files)} files, {total / 1e6:.1f} MB, {len(groups)} upload(s) ({how})",
         ]
         for k, glob in self.data_files.items():
             n = sum(1 for f in self.files if f.repo_path.startswith(f"data/{k}/"))
             lines.append(
                 f"  config {k!r}: {n} file(s) {glob} ({self.validation.rows.get(k, 0)} rows)"
             )
-        for i, b in enumerate(self.batches(), 1):
-            lines.append(
-                f"  commit {i}: {len(b)} file(s): {b[0].repo_path}"
-                + (f" .. {b[-1].repo_path}" if len(b) > 1 else "")
-            )
+        for i, g in enumerate(groups, 1):
+            last = f" .. {g[-1].repo_path}" if len(g) > 1 else ""
+            lines.append(f"  upload {i}: {len(g)} file(s): {g[0].repo_path}{last}")
         return "\n".join(lines)
-
-
-def batch_files(files: list[PlannedFile], per_commit: int) -> list[list[PlannedFile]]:
-    per_commit = max(1, min(per_commit, 99))
-    return [files[i : i + per_commit] for i in range(0, len(files), per_commit)]
 
 
 def repo_paths(shards: list[str], kind: str, per_folder: int) -> tuple[list[str], str]:
@@ -97,6 +123,49 @@ def repo_paths(shards: list[str], kind: str, per_folder: int) -> tuple[list[str]
     )
 
 
+# keys of this project that contain a secret-looking word but name no secret, and whose string
+# values ``sama.redact`` would still replace (numbers, e.g. ``tokens_per_anchor``, never count)
+NOT_SECRET = frozenset({"global_token", "tokenizer", "tokenizer_subfolder", "tokenizer_id"})
+
+
+def secret_paths(obj, path: str = "") -> list[str]:
+    """Dotted paths of the string values ``sama.redact.redact`` would hide in ``obj``: storage
+    options, secret-looking keys, URL credentials (numbers and ``NOT_SECRET`` keys aside)."""
+    from sama.redact import is_secret_key, redact_url
+
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            where = f"{path}.{k}" if path else str(k)
+            if str(k) == "storage_options" and isinstance(v, dict):
+                out += [f"{where}.{kk}" for kk, vv in v.items() if vv not in (None, "", {}, [])]
+            elif is_secret_key(k) and str(k) not in NOT_SECRET and isinstance(v, str) and v:
+                out.append(where)
+            else:
+                out += secret_paths(v, where)
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            out += secret_paths(v, f"{path}[{i}]")
+    elif isinstance(obj, str) and redact_url(obj) != obj:
+        out.append(path)
+    return out
+
+
+def _refuse_problems(report: ValidationReport) -> None:
+    if not report.ok:
+        raise PublishRefused("refusing to publish invalid data:\n" + report.format())
+    mixed = [p for p in report.warnings if p.check == "versions"]
+    if mixed:
+        raise PublishRefused("refusing to publish: " + "; ".join(p.message for p in mixed))
+    leaky = sorted({s.path for s in report.shards if s.provenance and secret_paths(s.provenance)})
+    if leaky:
+        raise PublishRefused(
+            f"refusing to publish: the provenance of {len(leaky)} shard(s) (e.g. {leaky[0]}) "
+            "holds secret-looking values (storage options, tokens, URL credentials), which "
+            "the footers would carry to the Hub; rebuild with a build that redacts them"
+        )
+
+
 def plan_publish(
     root: str,
     repo_id: str | None = None,
@@ -105,11 +174,12 @@ def plan_publish(
     license: str | None = None,
     files_per_folder: int = FILES_PER_FOLDER,
     files_per_commit: int = FILES_PER_COMMIT,
+    full_check: bool = False,
+    limits: Limits = Limits(),
 ) -> PublishPlan:
     """Validate ``root`` (refusing invalid data) and plan the repo's files, card last."""
-    report = validate(root, fs)
-    if not report.ok:
-        raise PublishRefused("refusing to publish invalid data:\n" + report.format())
+    report = validate(root, fs, full=full_check, limits=limits)
+    _refuse_problems(report)
     ds = open_dataset_dir(root, fs)
     files: list[PlannedFile] = []
     data_files: dict[str, str] = {}
@@ -121,20 +191,45 @@ def plan_publish(
         for src, dst in zip(shards, paths, strict=True):
             sfs, p = url_to_fs(src, ds.fs)
             files.append(PlannedFile(dst, int(sfs.size(p)), source=src))
-    if ds.build_config is not None:  # copied as written by the build
-        src = posixpath.join(root, BUILD_CONFIG_FILE)
-        sfs, p = url_to_fs(src, ds.fs)
-        files.append(PlannedFile(BUILD_CONFIG_FILE, int(sfs.size(p)), source=src))
+    if ds.build_config is not None:  # redacted: it is shown to everyone
+        text = yaml.safe_dump(redact(ds.build_config), sort_keys=False).encode()
+        files.append(PlannedFile(BUILD_CONFIG_FILE, len(text), content=text))
     card = render_card(
         report,
         data_files,
         summary=ds.summary,
         build_config=ds.build_config,
         license=license or license_of(ds.build_config),
+        license_link=license_of(ds.build_config, "license_link"),
         repo_id=repo_id,
+        dedup_rows=_dedup_rows(ds),
     ).encode()
     files.append(PlannedFile("README.md", len(card), content=card))
-    return PublishPlan(root, repo_id, files, data_files, report, ds.fs, files_per_commit)
+    local = is_local(url_to_fs(root, fs)[0])
+    return PublishPlan(root, repo_id, files, data_files, report, ds.fs, files_per_commit, local)
+
+
+def _dedup_rows(ds) -> int | None:
+    """Rows of a dedup table (``ROOT/dedup/*.parquet``) if the build wrote one."""
+    fs, path = url_to_fs(ds.root, ds.fs)
+    found = fs.glob(posixpath.join(path, "dedup", "*.parquet"))
+    if not found:
+        return None
+    total = 0
+    for p in found:
+        with fs.open(p, "rb") as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def _copy(plan: PublishPlan, f: PlannedFile, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if f.content is not None:
+        dst.write_bytes(f.content)
+        return
+    sfs, p = url_to_fs(f.source, plan.fs)
+    with sfs.open(p, "rb") as src, open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 22)  # streamed: never the whole shard in memory
 
 
 def write_folder(plan: PublishPlan, out: str | Path) -> Path:
@@ -143,83 +238,78 @@ def write_folder(plan: PublishPlan, out: str | Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise PublishRefused(f"{out} is not empty; choose a new folder for the dry run")
     for f in plan.files:
-        dst = out / f.repo_path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if f.content is not None:
-            dst.write_bytes(f.content)
-        else:
-            sfs, p = url_to_fs(f.source, plan.fs)
-            with sfs.open(p, "rb") as src, open(dst, "wb") as d:
-                shutil.copyfileobj(src, d, 1 << 22)
+        _copy(plan, f, out / f.repo_path)
     return out
 
 
-class CommitRateLimiter:
-    """Blocks before a commit that would exceed ``per_hour`` commits in the last hour."""
-
-    def __init__(
-        self,
-        per_hour: int = COMMITS_PER_HOUR,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.per_hour, self.clock, self.sleep = per_hour, clock, sleep
-        self.times: deque[float] = deque()
-
-    def wait(self) -> float:
-        """Sleep if needed, then record a commit; returns the seconds slept."""
-        now = self.clock()
-        while self.times and now - self.times[0] >= 3600:
-            self.times.popleft()
-        slept = 0.0
-        if len(self.times) >= self.per_hour:
-            slept = 3600 - (now - self.times[0])
-            self.sleep(slept)
-            self.times.popleft()
-        self.times.append(self.clock())
-        return slept
+@contextlib.contextmanager
+def staged(plan: PublishPlan, group: list[PlannedFile], parent: str | None) -> Iterator[Path]:
+    """A folder holding ``group`` at its repo paths: local shards linked, the rest copied;
+    removed afterwards (so at most one group of an object-store root is on disk)."""
+    with tempfile.TemporaryDirectory(prefix="sama-publish-", dir=parent) as tmp:
+        for f in group:
+            dst = Path(tmp) / f.repo_path
+            if f.source is not None and plan.local:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.abspath(f.source), dst)
+            else:
+                _copy(plan, f, dst)
+        yield Path(tmp)
 
 
 @dataclass
 class UploadResult:
-    commits: list[str] = field(default_factory=list)  # commit oids
-    uploaded: list[str] = field(default_factory=list)  # repo paths sent
-    skipped: list[str] = field(default_factory=list)  # already on the Hub, same content
+    commits: list[str] = field(default_factory=list)  # commit oids after each upload call
+    on_hub: list[str] = field(default_factory=list)  # planned repo paths found on the Hub after
     deleted: list[str] = field(default_factory=list)  # stale data files removed
+    retries: int = 0  # upload calls sent again after a 429/5xx
 
 
-def _hashes(plan: PublishPlan, f: PlannedFile) -> tuple[str, str]:
-    """(sha256, git blob sha1) of a planned file, streamed."""
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1()
-    sha1.update(f"blob {f.size}\0".encode())
-    if f.content is not None:
-        sha256.update(f.content)
-        sha1.update(f.content)
-    else:
-        sfs, p = url_to_fs(f.source, plan.fs)
-        with sfs.open(p, "rb") as src:
-            while chunk := src.read(1 << 22):
-                sha256.update(chunk)
-                sha1.update(chunk)
-    return sha256.hexdigest(), sha1.hexdigest()
+def xet_enabled() -> bool:
+    """Whether ``huggingface_hub`` will upload through Xet (``hf_xet`` installed, not disabled):
+    the very test ``upload_folder`` makes (pinned huggingface_hub 2.4)."""
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    return is_xet_available()
 
 
-def _remote_files(api, repo_id: str, revision: str | None) -> dict:
+def with_retries(call: Callable[[], object], log: Callable[[str], None], result: UploadResult):
+    """``call()``, sent again (at most ``RETRIES`` times) after a 429/5xx that
+    ``huggingface_hub`` did not retry itself (the commit POST), waiting ``Retry-After``."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(RETRIES + 1):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if status not in RETRY_STATUS or attempt == RETRIES:
+                raise
+            after = (e.response.headers.get("retry-after") or "").strip()
+            wait = float(after) if after.isdigit() else float(2**attempt)
+            log(f"the Hub answered {status}; sending again in {wait:.0f}s")
+            result.retries += 1
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _api(endpoint: str | None):
+    from huggingface_hub import HfApi, get_token
+
+    if get_token() is None:
+        raise PublishRefused("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    return HfApi(endpoint=endpoint)
+
+
+def _remote_files(api, repo_id: str, revision: str | None) -> dict[str, int]:
+    """repo path -> size of every file on the branch."""
     from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
     try:
         tree = api.list_repo_tree(repo_id, repo_type="dataset", revision=revision, recursive=True)
-        return {e.path: e for e in tree if hasattr(e, "blob_id")}
+        return {e.path: e.size for e in tree if hasattr(e, "size") and hasattr(e, "blob_id")}
     except (RevisionNotFoundError, EntryNotFoundError):
         return {}
-
-
-def _unchanged(plan: PublishPlan, f: PlannedFile, remote) -> bool:
-    if remote is None or remote.size != f.size:
-        return False
-    sha256, sha1 = _hashes(plan, f)
-    return remote.lfs.sha256 == sha256 if remote.lfs is not None else remote.blob_id == sha1
 
 
 def upload(
@@ -229,68 +319,52 @@ def upload(
     endpoint: str | None = None,
     private: bool = False,
     revision: str | None = None,
-    limiter: CommitRateLimiter | None = None,
+    staging_dir: str | None = None,
+    stage_bytes: int = STAGE_BYTES,
     log: Callable[[str], None] = print,
 ) -> UploadResult:
-    """Create the repo if needed and push the plan in batched commits; safe to re-run."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    """Create the repo if needed, delete stale data files, upload the groups, card last;
+    safe to re-run after an interruption (what is already there is not sent again)."""
+    from huggingface_hub import CommitOperationDelete
 
     if plan.repo_id is None:
         raise ValueError("the plan has no repo id")
-    if api is None:
-        if get_token() is None:
-            raise PublishRefused("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
-        api = HfApi(endpoint=endpoint)
-    limiter = limiter or CommitRateLimiter()
-    api.create_repo(plan.repo_id, repo_type="dataset", private=private, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(plan.repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-    remote = _remote_files(api, plan.repo_id, revision)
+    api = api or _api(endpoint)
+    repo, kw = plan.repo_id, {"repo_type": "dataset", "revision": revision}
     result = UploadResult()
-    todo = []
-    for f in plan.files:
-        (result.skipped if _unchanged(plan, f, remote.get(f.repo_path)) else todo).append(f)
+    api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo, repo_type="dataset", branch=revision, exist_ok=True)
     planned = {f.repo_path for f in plan.files}
-    stale = sorted(p for p in remote if p.startswith("data/") and p not in planned)
-    result.deleted = stale
-    log(
-        f"{len(result.skipped)} file(s) already on the Hub, {len(todo)} to upload, "
-        f"{len(stale)} stale to delete"
+    stale = sorted(
+        p for p in _remote_files(api, repo, revision) if p.startswith("data/") and p not in planned
     )
-    items: list[PlannedFile | str] = [*stale, *todo]  # str = a path to delete
-    n = plan.files_per_commit
-    batches = [items[i : i + n] for i in range(0, len(items), n)]
-    for i, batch in enumerate(batches, 1):
-        with tempfile.TemporaryDirectory(prefix="sama-publish-") as tmp:  # remote shards land here
-            ops = [
-                CommitOperationDelete(x)
-                if isinstance(x, str)
-                else CommitOperationAdd(x.repo_path, _local_source(plan, x, tmp))
-                for x in batch
-            ]
-            limiter.wait()
-            info = api.create_commit(
-                plan.repo_id,
-                operations=ops,
-                repo_type="dataset",
-                revision=revision,
-                commit_message=f"sama publish: part {i}/{len(batches)} ({len(ops)} files)",
+    if stale:
+        ops = [CommitOperationDelete(p) for p in stale]
+        msg = f"sama publish: delete {len(stale)} stale data file(s)"
+        with_retries(lambda: api.create_commit(repo, ops, commit_message=msg, **kw), log, result)
+        result.deleted = stale
+        log(f"deleted {len(stale)} stale data file(s) of an older publish")
+    groups = plan.groups(xet=xet_enabled(), stage_bytes=stage_bytes)
+    for i, group in enumerate(groups, 1):
+        msg = f"sama publish: part {i}/{len(groups)} ({len(group)} files)"
+        with staged(plan, group, staging_dir) as folder:
+            info = with_retries(
+                lambda folder=folder, msg=msg: api.upload_folder(
+                    repo_id=repo, folder_path=folder, commit_message=msg, **kw
+                ),
+                log,
+                result,
             )
         result.commits.append(info.oid)
-        result.uploaded += [x.repo_path for x in batch if isinstance(x, PlannedFile)]
-        log(f"commit {i}/{len(batches)}: {len(ops)} file(s) -> {info.oid}")
+        size = sum(f.size for f in group) / 1e6
+        log(f"upload {i}/{len(groups)}: {len(group)} file(s), {size:.1f} MB -> {info.oid}")
+    remote = _remote_files(api, repo, revision)
+    wrong = [f.repo_path for f in plan.files if remote.get(f.repo_path) != f.size]
+    if wrong:
+        raise PublishRefused(
+            f"after the upload, {len(wrong)} file(s) are missing or of another "
+            f"size on the Hub, e.g. {wrong[0]}; re-run to resume"
+        )
+    result.on_hub = sorted(planned)
     return result
-
-
-def _local_source(plan: PublishPlan, f: PlannedFile, tmp: str) -> str | bytes:
-    """What ``CommitOperationAdd`` gets: bytes, a local path, or a local copy of a remote shard."""
-    if f.content is not None:
-        return f.content
-    sfs, p = url_to_fs(f.source, plan.fs)
-    protocols = sfs.protocol if isinstance(sfs.protocol, tuple) else (sfs.protocol,)
-    if "file" in protocols or "local" in protocols:
-        return p
-    local = Path(tmp) / f.repo_path
-    local.parent.mkdir(parents=True, exist_ok=True)
-    sfs.get(p, str(local))
-    return str(local)

@@ -15,7 +15,13 @@ import pyarrow.parquet as pq
 
 from datasets_spec import SchemaError, read_tensor
 from pipelines.dataset.layout import KINDS, DatasetDir
-from pipelines.report.previews import Picture, latent_preview, png_data_uri, source_frame_picture
+from pipelines.report.previews import (
+    Picture,
+    latent_preview,
+    png_data_uri,
+    source_frame_picture,
+    stored_preview_picture,
+)
 from sama.shards import spec_of, url_to_fs
 
 STAT_COLUMNS: dict[str, list[str]] = {
@@ -145,6 +151,8 @@ def clip_sample(row: dict, latent_picture: LatentPicture) -> Sample:
     latents = read_tensor(row, "latents")
     if latents is not None:
         pics.append(latent_picture("latents", latents))
+    stored = stored_preview_picture(row)
+    pics = [stored, *pics] if stored else pics
     meta = (
         f"{row['bucket_width']}x{row['bucket_height']} · {row['num_frames']} frames · "
         f"{row['video_id']} shot {row['shot_index']} @ {row['start_s']:.2f} s"
@@ -165,6 +173,8 @@ def pair_sample(row: dict, latent_picture: LatentPicture) -> Sample:
         latents = read_tensor(row, name)
         if latents is not None:
             pics.append(latent_picture(label, latents))
+    stored = stored_preview_picture(row)
+    pics = [stored, *pics] if stored else pics
     scores = " ".join(
         f"{k[6:].upper()} {row[k]:.1f}"
         for k in ("score_if", "score_vq", "score_cp", "score_mc")

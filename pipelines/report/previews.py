@@ -46,6 +46,19 @@ def png_data_uri(rgb_HW3: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(rgb_HW3)).decode("ascii")
 
 
+def jpeg_data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def stored_preview_picture(row: dict) -> Picture | None:
+    """The row's own ``preview`` (v2 specs: a JPEG of the anchor frame), shown as is; the only
+    picture of the content when the source media is not at hand (a published dataset)."""
+    value = row.get("preview")
+    if not isinstance(value, dict) or not value.get("bytes"):
+        return None
+    return Picture("preview (stored)", jpeg_data_uri(value["bytes"]))
+
+
 def upscale(rgb_HW3: np.ndarray, min_side: int = PREVIEW_MIN_SIDE) -> np.ndarray:
     """Nearest-neighbour upscale by the integer factor that brings the short side to ``min_side``."""
     k = max(1, -(-min_side // max(1, min(rgb_HW3.shape[:2]))))

@@ -1,5 +1,7 @@
 """A small valid built dataset (clips, pairs, errors, summary.json, build_config.yaml) written
 with the real shard writer, plus tiny generated source videos for the report's anchor frames.
+Shards are ``clips/v2`` / ``pairs/v2`` (what builds write: each row has a JPEG ``preview`` of its
+anchor frame), or v1 with ``make_dataset(..., version="v1")``.
 
 Legend: C latent channels, T latent frames, H, W latent height/width.
 """
@@ -15,18 +17,21 @@ import numpy as np
 import pytest
 import yaml
 
-from datasets_spec import CLIPS_V1, ERRORS_V1, PAIRS_V1
+from datasets_spec import CLIPS_V1, CLIPS_V2, ERRORS_V1, PAIRS_V1, PAIRS_V2
+from datasets_spec.preview import encode_preview
 from datasets_spec.tensors import encode_array
 from sama.shards import write_shard
+
+SPECS = {"v1": {"clips": CLIPS_V1, "pairs": PAIRS_V1}, "v2": {"clips": CLIPS_V2, "pairs": PAIRS_V2}}
 
 VAE_ID = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 LATENT_SHAPE = (16, 3, 8, 12)  # C, T, H, W: 9 frames of a 96x64 bucket
 SIGLIP_DIM = 8
 
 
-def provenance(kind: str, vae_id: str = VAE_ID) -> dict:
+def provenance(kind: str, vae_id: str = VAE_ID, version: str = "v2") -> dict:
     return {
-        "spec": f"{kind}/v1",
+        "spec": f"{kind}/{'v1' if kind == 'errors' else version}",
         "sama_version": "0.1.0",
         "vae": {"id": vae_id, "revision": "main", "config_hash": "abc123"},
         "latent_norm": {"kind": "wan_mean_std"},
@@ -137,6 +142,22 @@ def error_row(item: str, uri: str, record_kind: str, stage: str, kind: str, msg:
     }
 
 
+def frame(i: int = 0, color=(0, 0, 200)) -> np.ndarray:
+    """Frame ``i`` of the test videos: a red square sliding over a coloured background."""
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:] = color
+    img[20:44, 2 + i * 2 : 26 + i * 2] = (230, 30, 30)
+    return img
+
+
+def with_previews(rows: list[dict], version: str) -> list[dict]:
+    """v2 rows carry the JPEG of their anchor frame (here: frame 0 of a test video)."""
+    if version == "v2":
+        for i, r in enumerate(rows):
+            r["preview"] = encode_preview(frame(i % 8, (0, 40 * (i % 5), 200 - 40 * (i % 5))))
+    return rows
+
+
 def write_video(path: Path, frames: int = 27, color=(0, 0, 200)) -> str:
     """A tiny H.264 96x64 video: a red square sliding over a coloured background."""
     import av
@@ -145,9 +166,7 @@ def write_video(path: Path, frames: int = 27, color=(0, 0, 200)) -> str:
         s = c.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
         for i in range(frames):
-            img = np.zeros((64, 96, 3), np.uint8)
-            img[:] = color
-            img[20:44, 2 + i * 2 : 26 + i * 2] = (230, 30, 30)
+            img = frame(i, color)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
@@ -155,9 +174,10 @@ def write_video(path: Path, frames: int = 27, color=(0, 0, 200)) -> str:
     return str(path)
 
 
-def make_dataset(root: Path, media: Path) -> dict:
+def make_dataset(root: Path, media: Path, version: str = "v2") -> dict:
     """Write the dataset; returns what the tests need to know about it."""
     rng = np.random.default_rng(0)
+    clips_spec, pairs_spec = SPECS[version]["clips"], SPECS[version]["pairs"]
     media.mkdir(parents=True, exist_ok=True)
     videos = {
         v: write_video(media / f"{v}.mp4", color=(0, 40 * i, 200 - 40 * i))
@@ -167,18 +187,19 @@ def make_dataset(root: Path, media: Path) -> dict:
     clips_a = [clip_row("v0", s, 0, rng, videos["v0"]) for s in range(3)]
     clips_b = [clip_row(v, 0, 0, rng, videos[v]) for v in ("v1", "v2", "v3")]
     clips_b.append(clip_row("v1", 1, 0, rng, videos["v1"]))
+    with_previews(clips_a + clips_b, version)
     write_shard(
         str(root / "clips" / "part-00000.parquet"),
-        CLIPS_V1.from_rows(clips_a),
-        CLIPS_V1,
-        provenance("clips"),
+        clips_spec.from_rows(clips_a),
+        clips_spec,
+        provenance("clips", version=version),
         row_group_rows=2,
     )
     write_shard(
         str(root / "clips" / "part-00001.parquet"),
-        CLIPS_V1.from_rows(clips_b),
-        CLIPS_V1,
-        provenance("clips"),
+        clips_spec.from_rows(clips_b),
+        clips_spec,
+        provenance("clips", version=version),
         row_group_rows=2,
     )
     pairs = [
@@ -186,11 +207,12 @@ def make_dataset(root: Path, media: Path) -> dict:
         pair_row(1, rng, "video", videos["v1"], videos["v2"]),
         pair_row(2, rng, "video", videos["v2"], videos["v0"]),
     ]
+    with_previews(pairs, version)
     write_shard(
         str(root / "pairs" / "part-00000.parquet"),
-        PAIRS_V1.from_rows(pairs),
-        PAIRS_V1,
-        provenance("pairs"),
+        pairs_spec.from_rows(pairs),
+        pairs_spec,
+        provenance("pairs", version=version),
     )
     errors = [
         error_row("v4", "/in/v4.mp4", "clips", "probe", "not_a_video", "no video stream"),
@@ -248,5 +270,7 @@ def fx() -> SimpleNamespace:
         error_row=error_row,
         provenance=provenance,
         make_dataset=make_dataset,
+        with_previews=with_previews,
+        specs=SPECS,
         latents=latents,
     )

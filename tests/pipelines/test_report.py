@@ -109,10 +109,13 @@ def test_report_has_every_section_plot_and_sample(dataset, tmp_path, capsys):
     assert page.plots["Judge score: motion consistency"] == 1  # images have no MC score
     assert page.external == []
     assert page.figures == ["clips"] * 7 + ["pairs"] * 3  # every row of this tiny dataset
-    # clips: source frame + latents; pairs: source, target anchor, 2 latents; v3's video is gone
-    assert len(page.images) + page.missing == 7 * 2 + 3 * 4
+    # clips: stored preview + source frame + latents; pairs: preview, source, target anchor,
+    # 2 latents; v3's video is gone
+    assert len(page.images) + page.missing == 7 * 3 + 3 * 5
     assert page.missing == 1
-    sizes = [png_size(src) for src in page.images]
+    previews = [src for src in page.images if src.startswith("data:image/jpeg;base64,")]
+    assert len(previews) == 10  # every v2 row's stored preview
+    sizes = [png_size(src) for src in page.images if src not in previews]
     assert (96, 64) in sizes  # anchor frames read from the source videos
     assert (192, 128) in sizes  # 12x8 latents upscaled 16x
     # worst errors: the most frequent stage/kind comes first

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import CLIPS_V1, ERRORS_V1
+from datasets_spec import CLIPS, ERRORS_V1
 from datasets_spec.base import SPEC_KEY
 from datasets_spec.provenance import with_provenance
 from pipelines.cli_tools import validate_main
@@ -23,6 +23,13 @@ from sama.shards import write_shard
 
 def shard(root: Path, kind: str = "clips", i: int = 1) -> Path:
     return root / kind / f"part-{i:05d}.parquet"
+
+
+def write_raw(table: pa.Table, path: Path, **kw) -> None:
+    """Written around ``write_shard`` (which would refuse bad rows), as a buggy writer would;
+    dictionary pages only on strings, as sama writes them (a tensor column must have none)."""
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, path, use_dictionary=strings, **kw)
 
 
 def checks(report) -> set[str]:
@@ -42,7 +49,7 @@ def test_good_dataset_passes(dataset, capsys):
     assert report.problems == []
     assert report.rows == {"clips": 7, "pairs": 3, "errors": 4}
     assert report.num_inputs == 11
-    assert {s.spec_id for s in report.shards} == {"clips/v1", "pairs/v1", "errors/v1"}
+    assert {s.spec_id for s in report.shards} == {"clips/v2", "pairs/v2", "errors/v1"}
     assert validate_main([str(root)]) == 0
     assert "OK, 0 warning(s)" in capsys.readouterr().out
     assert validate_main([str(root), "--json"]) == 0
@@ -67,19 +74,17 @@ def test_other_schema_version_is_refused(dataset):
     path = shard(root)
     table = pq.read_table(path)
     meta = dict(table.schema.metadata)
-    meta[SPEC_KEY] = b"clips/v2"
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    meta[SPEC_KEY] = b"clips/v9"
+    write_raw(table.replace_schema_metadata(meta), path)
     (p,) = only_error(validate(str(root)), "schema")
-    assert "clips/v2" in p.message and p.shard == str(path)
+    assert "clips/v9" in p.message and p.shard == str(path)
 
 
 def test_missing_column_is_named(dataset):
     root, _ = dataset
     path = shard(root)
     table = pq.read_table(path)
-    pq.write_table(
-        table.drop_columns(["caption"]).replace_schema_metadata(table.schema.metadata), path
-    )
+    write_raw(table.drop_columns(["caption"]).replace_schema_metadata(table.schema.metadata), path)
     (p,) = only_error(validate(str(root)), "schema")
     assert "'caption'" in p.message
 
@@ -88,12 +93,9 @@ def test_wrong_tensor_byte_length(dataset, fx):
     root, _ = dataset
     rows = [fx.clip_row("v1", 7, 0, np.random.default_rng(1), "/x.mp4")]
     rows[0]["latents"] = rows[0]["latents"][:-2]  # one bf16 value short
-    # written around write_shard (which would refuse it), as a buggy writer would
-    table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS_V1.schema, fx.provenance("clips"))
-    )
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
     extra = shard(root, i=2)
-    pq.write_table(table, extra)
+    write_raw(table, extra)
     problems = only_error(validate(str(root)), "tensor_bytes")
     assert "'latents'" in problems[0].message and "row 0" in problems[0].message
     assert problems[0].shard == str(extra)
@@ -107,7 +109,7 @@ def test_nan_latents_are_found(dataset, fx):
     bad = np.zeros((16, 3, 8, 12), np.float32)
     bad[3, 1, 2, 2] = np.nan
     row["latents"], row["latents_shape"], row["latents_dtype"] = encode_array(bad, "bfloat16")
-    write_shard(str(shard(root, i=2)), CLIPS_V1.from_rows([row]), CLIPS_V1, fx.provenance("clips"))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows([row]), CLIPS, fx.provenance("clips"))
     (p,) = only_error(validate(str(root)), "finite")
     assert "'latents' row 0" in p.message
     assert validate(str(root), check_finite=False).ok
@@ -117,7 +119,7 @@ def test_other_vae_in_provenance(dataset, fx):
     root, _ = dataset
     path = shard(root)
     table = pq.read_table(path)
-    write_shard(str(path), table, CLIPS_V1, fx.provenance("clips", vae_id="someone/OtherVAE"))
+    write_shard(str(path), table, CLIPS, fx.provenance("clips", vae_id="someone/OtherVAE"))
     (p,) = only_error(validate(str(root)), "provenance")
     assert "VAE model id" in p.message and "someone/OtherVAE" in p.message
     assert p.shard == str(path) and "part-00000" in p.message  # names the reference shard
@@ -135,7 +137,7 @@ def test_missing_provenance(dataset):
     root, _ = dataset
     path = shard(root)
     table = pq.read_table(path)
-    pq.write_table(table.replace_schema_metadata({SPEC_KEY: b"clips/v1"}), path)
+    write_raw(table.replace_schema_metadata({SPEC_KEY: b"clips/v2"}), path)
     (p,) = only_error(validate(str(root)), "provenance")
     assert "no `sama.provenance`" in p.message
 
@@ -159,7 +161,7 @@ def test_count_only_summary(dataset):
 def test_duplicate_ids_across_shards(dataset, fx):
     root, built = dataset
     dup = dict(built["clips"][0])
-    write_shard(str(shard(root, i=2)), CLIPS_V1.from_rows([dup]), CLIPS_V1, fx.provenance("clips"))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows([dup]), CLIPS, fx.provenance("clips"))
     (p,) = only_error(validate(str(root)), "unique_ids")
     assert dup["clip_id"] in p.message and "part-00000" in p.message
 
@@ -199,10 +201,78 @@ def test_problem_lists_are_capped(dataset, many, fx):
     rows = [fx.clip_row("v1", 10 + i, 0, rng, "/x.mp4") for i in range(many)]
     for r in rows:
         r["latents"] = r["latents"][:-2]
-    table = pa.Table.from_pylist(
-        rows, schema=with_provenance(CLIPS_V1.schema, fx.provenance("clips"))
-    )
-    pq.write_table(table, shard(root, i=2), row_group_size=1)
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
+    write_raw(table, shard(root, i=2), row_group_size=1)
     report = validate(str(root))
     msgs = [p.message for p in report.errors]
     assert len(msgs) == 6 and msgs[-1] == f"... and {many - 5} more"
+
+
+def test_v1_datasets_still_validate_and_a_mix_is_a_warning(tmp_path, fx):
+    root = tmp_path / "ds"
+    fx.make_dataset(root, tmp_path / "media", version="v1")
+    report = validate(str(root))
+    assert report.ok and report.problems == [], report.format()
+    assert {s.spec_id for s in report.shards} == {"clips/v1", "pairs/v1", "errors/v1"}
+    rng = np.random.default_rng(5)
+    row = fx.with_previews([fx.clip_row("v9", 0, 0, rng, "/x.mp4")], "v2")
+    summary = json.loads((root / "summary.json").read_text())
+    summary["inputs"].append({"id": "v9", "uri": "/x.mp4", "kind": "clips"})
+    summary["num_inputs"] += 1
+    (root / "summary.json").write_text(json.dumps(summary))
+    write_shard(str(shard(root, i=2)), CLIPS.from_rows(row), CLIPS, fx.provenance("clips"))
+    mixed = validate(str(root))
+    assert mixed.ok, mixed.format()
+    (w,) = mixed.warnings
+    assert w.check == "versions" and "['clips/v1', 'clips/v2']" in w.message
+
+
+def test_quick_mode_reads_no_tensor_bytes_but_finds_short_cells(dataset, fx):
+    root, _ = dataset
+    assert validate(str(root), full=False).ok
+    rows = [fx.clip_row("v1", 7 + i, 0, np.random.default_rng(i), "/x.mp4") for i in range(3)]
+    for r in rows:
+        r["latents"] = b""  # every cell empty: the footer shows the column is too small
+    table = pa.Table.from_pylist(rows, schema=with_provenance(CLIPS.schema, fx.provenance("clips")))
+    write_raw(table, shard(root, i=2))
+    (p,) = only_error(validate(str(root), full=False), "tensor_bytes")
+    assert "column 'latents': the shapes need 27,648 bytes but the column holds" in p.message
+    full = only_error(validate(str(root)), "tensor_bytes")
+    assert len(full) == 3 and "row 0: 0 bytes" in full[0].message
+
+
+def test_row_groups_above_the_viewer_limit_are_warnings(dataset, monkeypatch):
+    from datasets_spec import checks
+
+    root, _ = dataset
+    monkeypatch.setattr(checks, "VIEWER_ROW_GROUP_BYTES", 10_000)
+    report = validate(str(root))
+    assert report.ok
+    viewer = [w for w in report.warnings if w.check == "viewer"]
+    assert viewer and "above the Hub viewer's" in viewer[0].message
+    assert "output.row_group_mb" in viewer[0].message
+
+
+def test_hostile_shards_get_one_line_each_no_traceback_bounded_memory(tmp_path, fx):
+    """``sama validate`` in a subprocess on the crafted set (tests/hostile.py): exit 1, a line
+    naming the shard per case, no traceback, peak RSS under 2 GiB (the bomb is 4 GiB inside)."""
+    import os
+    import sys
+
+    from tests.hostile import CASES, run_measured, write_hostile_set
+
+    root = tmp_path / "hostile"
+    write_hostile_set(root, fx.provenance("clips"))
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    for extra in ([], ["--quick"]):
+        cmd = [sys.executable, "-m", "sama.cli", "validate", str(root), *extra]
+        rc, text, rss_mb = run_measured(cmd, cwd=repo, env=env, timeout=300)
+        assert rc == 1, text
+        for case, needle in CASES.items():
+            lines = [
+                x for x in text.splitlines() if f"clips/{case}.parquet:" in x and "[error" in x
+            ]
+            assert len(lines) == 1 and needle in lines[0], (case, lines)
+        assert "Traceback" not in text and "INVALID: 8 error(s)" in text
+        assert rss_mb < 2048, f"peak RSS {rss_mb:.0f} MiB"

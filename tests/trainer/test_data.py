@@ -235,7 +235,7 @@ def test_wrong_spec_and_missing_shards_are_refused(tmp_path):
     r = str(tmp_path)
     write_fake_shard(r, "pairs", "p", make_fake_pair_rows(4))
     pair_as_clips = f"{r}/pairs/p.parquet"
-    with pytest.raises(ConfigError, match="pairs/v1"):
+    with pytest.raises(ConfigError, match="declares spec .pairs/v2., but clips readers accept"):
         StreamingLoader(make_cfg(r, sources=[SourceConfig(pair_as_clips, "clips")]))
     with pytest.raises(ConfigError, match="no clips shards"):
         StreamingLoader(make_cfg(r, sources=[SourceConfig(r, "clips")]))
