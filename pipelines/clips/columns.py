@@ -1,6 +1,7 @@
-"""The columns that flow between the clip stages, declared once (``clips/v1`` + in-flight).
+"""The columns that flow between the clip stages, declared once (``clips/v2`` + in-flight).
 
-``CLIP_COLUMNS`` is the clip recipe's registry: every ``clips/v1`` column, the in-flight
+``CLIP_COLUMNS`` is the clip recipe's registry: every column of the spec builds write
+(``datasets_spec.CLIPS``, ``clips/v2``), the in-flight
 columns below (manifest caption, probe results, shot lists, decoded frames) and the engine's
 own (error fields, row accounting: ``engine/stage.py``). The runner types every batch from it.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from datasets_spec import CLIPS_V1
+from datasets_spec import CLIPS
 from datasets_spec.base import Column
 from pipelines.engine.stage import registry_with_engine
 
@@ -18,7 +19,7 @@ def _c(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
     return Column(name, type_, description, stage, nullable=True)
 
 
-SPEC = CLIPS_V1  # the record kind this recipe writes
+SPEC = CLIPS  # the record kind (and version) this recipe writes
 INTERNAL: tuple[Column, ...] = (
     _c("manifest_caption", pa.string(), "caption given by the manifest", "list_inputs"),
     _c("video_num_frames", pa.int64(), "frame count of the source", "probe"),
@@ -33,12 +34,12 @@ INTERNAL: tuple[Column, ...] = (
     _c("frames_shape", pa.list_(pa.int32()), "shape of `frames`", "make_clips"),
 )
 CLIP_COLUMNS = registry_with_engine([*SPEC.columns, *INTERNAL])
-# clips/v1 columns a row must carry to be written (the nullable text columns may be absent)
+# spec columns a row must carry to be written (the nullable text columns may be absent)
 REQUIRED_CLIP_COLUMNS = tuple(c.name for c in SPEC.columns if not c.nullable)
 
 
 def clip_columns(*names: str) -> tuple[str, ...]:
-    """Names checked against ``clips/v1`` (a typo fails at import, not mid-build)."""
+    """Names checked against the spec (a typo fails at import, not mid-build)."""
     known = set(SPEC.column_names)
     bad = [n for n in names if n not in known]
     if bad:
@@ -47,5 +48,5 @@ def clip_columns(*names: str) -> tuple[str, ...]:
 
 
 def tensor_columns(name: str) -> tuple[str, str, str]:
-    """The three stored columns of a ``clips/v1`` tensor column."""
+    """The three stored columns of a tensor column of the spec."""
     return clip_columns(name, f"{name}_shape", f"{name}_dtype")

@@ -2,7 +2,8 @@
 
 IN: ``frames_column`` (a clip's frames; a pair's target frames), ``frames_shape``,
 ``num_frames``. OUT: ``anchor_frame_indices``, ``anchor_tokens`` (bf16 N,65,D: 8x8 pooled
-local tokens + 1 global per anchor). Fan-out 1:1. Resources: an actor pool (``engine.anchors``)
+local tokens + 1 global per anchor) and ``preview`` (a small JPEG of the first anchor frame,
+an HF ``Image``: what the Hub viewer and ``datasets`` show of a row). Fan-out 1:1. Resources: an actor pool (``engine.anchors``)
 holding the SigLIP vision tower.
 
 Anchor frames: ``anchors.num`` frames, policy ``first`` (frame 0, what the released encoder
@@ -32,7 +33,8 @@ class EncodeAnchors(Stage):
     describe_loads_model = True
     frames_column: ClassVar[str] = "frames"  # the frames the anchors are taken from
     inputs = ("frames", "frames_shape", "num_frames")
-    outputs = ("anchor_frame_indices", "anchor_tokens", "anchor_tokens_shape", "anchor_tokens_dtype")
+    outputs = ("anchor_frame_indices", "anchor_tokens", "anchor_tokens_shape",
+               "anchor_tokens_dtype", "preview")  # fmt: skip
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -51,6 +53,7 @@ class EncodeAnchors(Stage):
         return self.map_rows(rows, self._encode)
 
     def _encode(self, row: Row) -> Row:
+        from datasets_spec.preview import encode_preview
         from sama.tensors import encode_tensor
 
         a = self.cfg.anchors
@@ -58,7 +61,8 @@ class EncodeAnchors(Stage):
         clip_THWC = np.asarray(row[self.frames_column]).reshape(row["frames_shape"])
         data, shape, dtype = encode_tensor(self.encoder.encode(clip_THWC[idx]), "bfloat16")
         return {"anchor_frame_indices": idx, "anchor_tokens": data,
-                "anchor_tokens_shape": shape, "anchor_tokens_dtype": dtype}  # fmt: skip
+                "anchor_tokens_shape": shape, "anchor_tokens_dtype": dtype,
+                "preview": encode_preview(clip_THWC[idx[0]])}  # fmt: skip
 
     def describe(self) -> dict:
         return {

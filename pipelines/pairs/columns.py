@@ -1,4 +1,4 @@
-"""The columns that flow between the pair stages, declared once (``pairs/v1`` + in-flight).
+"""The columns that flow between the pair stages, declared once (``pairs/v2`` + in-flight).
 
 The clip recipe's registry cannot hold these (``start_frame`` is int64 in ``clips/v1`` and
 int32 in ``pairs/v1``): pair stages set ``registry = PAIR_COLUMNS`` and the runner types their
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from datasets_spec import PAIRS_V1
+from datasets_spec import PAIRS
 from datasets_spec.base import Column
 from pipelines.engine.stage import registry_with_engine
 
@@ -18,7 +18,7 @@ def _c(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
     return Column(name, type_, description, stage, nullable=True)
 
 
-SPEC = PAIRS_V1  # the record kind this recipe writes
+SPEC = PAIRS  # the record kind (and version) this recipe writes
 PAIR_INTERNAL: tuple[Column, ...] = (
     _c("input_uri", pa.string(), "manifest row of the pair (`manifest#row`)", "list_pairs"),
     _c("media_hint", pa.string(), "media type the manifest or config claims", "list_pairs"),
