@@ -191,9 +191,11 @@ def cluster_nodes() -> list[Node]:
     ]
 
 
-def plan_placement(groups: list[list[Stage]], nodes: list[Node]) -> tuple[dict[int, str], list[str]]:
+def plan_placement(groups: list[list[Stage]], nodes: list[Node],
+                   tasks: tuple[tuple[str, float, float], ...] = ()) -> tuple[dict[int, str], list[str]]:  # fmt: skip
     """Which node each actor pool is pinned to (group index -> node id), and the problems:
-    a pool that fits nowhere, or no node left with room for a task (module docstring)."""
+    a pool that fits nowhere, or no node left with room for a task (module docstring).
+    ``tasks``: more task kinds that must find room, as (name, CPUs, GPUs): the writer."""
     free = {n.node_id: [n.cpu, n.gpu] for n in nodes}
     pins: dict[int, str] = {}
     problems: list[str] = []
@@ -218,16 +220,14 @@ def plan_placement(groups: list[list[Stage]], nodes: list[Node]) -> tuple[dict[i
             nid = min(ok, key=lambda x: free[x][0] - cpu)
             free[nid][0] -= cpu
             free[nid][1] -= gpu
-    for g in groups:
-        if any(s.uses_actor() for s in g):
-            continue
-        cpu, gpu = _need(g)
+    demands = [(_label(g), *_need(g)) for g in groups if not any(s.uses_actor() for s in g)]
+    for label, cpu, gpu in [*demands, *tasks]:
         if not any(c >= cpu - 1e-9 and gp >= gpu - 1e-9 for c, gp in free.values()):
             left = ", ".join(f"{c:g} CPU" for c, _ in free.values())
             problems.append(
-                f"after placing the model actors no node has {cpu:g} CPU for a {_label(g)} task "
-                f"(free per node: {left}): lower engine.<latents|anchors|text>.num_cpus "
-                "(e.g. 0.25) or concurrency, or add CPUs"
+                f"after placing the model actors no node has {cpu:g} CPU for a {label} task "
+                f"(free per node: {left}): lower the actors' engine.<stage>.num_cpus (e.g. "
+                "0.25) or concurrency, that task's engine.<stage>.num_cpus, or add CPUs"
             )
     return pins, problems
 
@@ -349,7 +349,8 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
 
     cfg = job.cfg
     groups = fuse_groups(job.stages, cfg.engine.fuse)
-    pins, problems = plan_placement(groups, cluster_nodes())
+    w = cfg.engine.write
+    pins, problems = plan_placement(groups, cluster_nodes(), (("write", w.num_cpus, 0.0),))
     if problems and not cfg.engine.ray_address:
         raise ConfigError("; ".join(problems))
     for p in problems:  # a cluster may autoscale: warn only
@@ -363,7 +364,6 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
         cols = columns[at : at + len(group)]
         at += len(group)
         ds = _map_group(ds, cfg, gi, group, cols, pins.get(gi), last=gi == len(groups) - 1)
-    w = cfg.engine.write
     ds = ds.map_batches(
         _write_fn(job.record, job.write, skip_ref),
         batch_size=job.rows_per_shard,

@@ -123,23 +123,20 @@ def repo_paths(shards: list[str], kind: str, per_folder: int) -> tuple[list[str]
     )
 
 
-# keys of this project that contain a secret-looking word but name no secret, and whose string
-# values ``sama.redact`` would still replace (numbers, e.g. ``tokens_per_anchor``, never count)
-NOT_SECRET = frozenset({"global_token", "tokenizer", "tokenizer_subfolder", "tokenizer_id"})
-
-
 def secret_paths(obj, path: str = "") -> list[str]:
     """Dotted paths of the string values ``sama.redact.redact`` would hide in ``obj``: storage
-    options, secret-looking keys, URL credentials (numbers and ``NOT_SECRET`` keys aside)."""
-    from sama.redact import is_secret_key, redact_url
+    options, secret-looking keys, URL credentials (numbers, and values already redacted by the
+    build, aside)."""
+    from sama.redact import REDACTED, is_secret_key, redact_url
 
     out: list[str] = []
     if isinstance(obj, dict):
         for k, v in obj.items():
             where = f"{path}.{k}" if path else str(k)
             if str(k) == "storage_options" and isinstance(v, dict):
-                out += [f"{where}.{kk}" for kk, vv in v.items() if vv not in (None, "", {}, [])]
-            elif is_secret_key(k) and str(k) not in NOT_SECRET and isinstance(v, str) and v:
+                out += [f"{where}.{kk}" for kk, vv in v.items()
+                        if vv not in (None, "", {}, [], REDACTED)]  # fmt: skip
+            elif is_secret_key(k) and isinstance(v, str) and v not in ("", REDACTED):
                 out.append(where)
             else:
                 out += secret_paths(v, where)

@@ -522,7 +522,7 @@ def test_fused_decode_and_encode_give_the_same_rows(built, ray_address, models, 
     fuse = "engine.fuse=[[cut_clips, caption, encode_anchors, encode_latents]]"
     # the fused actor takes the largest CPU share of its stages: half a CPU leaves room for
     # the probe and write tasks on this 2-CPU Ray
-    share = ["engine.clips.num_cpus=0.5", "engine.probe.num_cpus=0.5"]
+    share = ["engine.clips.num_cpus=0.5", "engine.caption.num_cpus=0.5", "engine.probe.num_cpus=0.5"]
     summary = build(_config(models, corpus, out, fuse, *share))
     assert summary["num_inputs_unaccounted"] == 0
     assert any(
