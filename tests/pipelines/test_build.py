@@ -32,7 +32,7 @@ from pipelines.build import build, build_main
 from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.media import write_shot_video
-from tests.pipelines.test_stages import demo_config, tiny_models
+from tests.pipelines.helpers import demo_config, tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_ERRORS = {

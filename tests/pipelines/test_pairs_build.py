@@ -27,7 +27,7 @@ from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.pairs.demo import make_pair_set
 from sama.video.buckets import buckets_for, nearest_bucket
-from tests.pipelines.test_stages import demo_config, tiny_models
+from tests.pipelines.helpers import demo_config, tiny_models
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MAX_FRAMES = 17  # configs/build_demo_pairs.yaml: pairs.align.max_frames
