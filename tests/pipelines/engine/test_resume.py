@@ -20,7 +20,7 @@ from pipelines.config import load_build_config, output_fingerprint
 from pipelines.engine.resume import BuildState, InputTracker, sidecar_tables
 from pipelines.engine.writer import write_bundle
 from sama.errors import ConfigError
-from tests.pipelines.engine.test_writer import _bundle, _clip, _error, _settings
+from tests.pipelines.engine.bundles import bundle, clip, error, settings
 
 
 def _sidecar(name: str, inputs: dict[str, tuple[int, int, int]], data=None, errors=None) -> dict:
@@ -80,7 +80,7 @@ def test_ledger_from_sidecars_complete_and_partial_inputs():
 
 
 def _write(root: Path, rows: list[dict], **kw) -> dict:
-    return write_bundle(_bundle(rows), RECORD, _settings(root, **kw))
+    return write_bundle(bundle(rows), RECORD, settings(root, **kw))
 
 
 def _state(root: Path) -> BuildState:
@@ -90,9 +90,9 @@ def _state(root: Path) -> BuildState:
 def _three_bundles(root: Path) -> list[dict]:
     """Video a complete in one bundle, b split over two (announced 3), c an error."""
     return [
-        _write(root, [_clip("a", 0), _clip("a", 1, announce=2), _clip("b", 0)]),
-        _write(root, [_clip("b", 1), _clip("b", 2, announce=3)]),
-        _write(root, [_error("c", "probe", "zero_byte")]),
+        _write(root, [clip("a", 0), clip("a", 1, announce=2), clip("b", 0)]),
+        _write(root, [clip("b", 1), clip("b", 2, announce=3)]),
+        _write(root, [error("c", "probe", "zero_byte")]),
     ]
 
 
@@ -108,7 +108,7 @@ def test_load_reads_the_index_and_loose_sidecars_and_compact_keeps_the_ledger(tm
     again = _state(tmp_path).load()
     assert _per_input(again) == _per_input(loose)
     assert again.referenced() == loose.referenced()
-    more = _write(tmp_path, [_clip("d", 0, announce=1)])  # a later run: index + a loose sidecar
+    more = _write(tmp_path, [clip("d", 0, announce=1)])  # a later run: index + a loose sidecar
     both = _state(tmp_path).load()
     assert _per_input(both)["d"] == (1, 0, 1, True) and len(_per_input(both)) == 4
     assert f"clips/part-clips-{more['name']}.parquet" in both.referenced()
@@ -123,7 +123,7 @@ def test_an_index_left_by_a_compaction_killed_midway_is_not_counted_twice(tmp_pa
     index = tmp_path / "_state" / "clips" / "index"
     saved = tmp_path / "saved"
     shutil.copytree(index, saved)
-    _write(tmp_path, [_clip("d", 0, announce=1)])
+    _write(tmp_path, [clip("d", 0, announce=1)])
     st2 = _state(tmp_path)
     st2.compact(st2.load())  # the new pair holds everything; the old pair is deleted...
     for p in saved.iterdir():  # ...but say the kill came before that delete
@@ -140,7 +140,7 @@ def test_an_index_left_by_a_compaction_killed_midway_is_not_counted_twice(tmp_pa
 
 def test_clean_deletes_orphans_and_temp_files_and_drops_sidecars_whose_shards_are_gone(tmp_path):
     first, second, third = _three_bundles(tmp_path)
-    orphan = _write(tmp_path, [_clip("e", 0, announce=1), _error("f", "probe", "not_found")])
+    orphan = _write(tmp_path, [clip("e", 0, announce=1), error("f", "probe", "not_found")])
     state = tmp_path / "_state" / "clips" / "sidecars"
     (state / f"{orphan['name']}.json").unlink()  # killed before its sidecar: an orphan
     temps = [tmp_path / "clips" / ".tmp-abc-part-clips-x.parquet",
@@ -164,9 +164,9 @@ def test_clean_deletes_orphans_and_temp_files_and_drops_sidecars_whose_shards_ar
 
 
 def test_written_row_ids_are_those_of_the_given_unfinished_inputs_only(tmp_path):
-    _write(tmp_path, [_clip("a", 0), _clip("a", 1, announce=2), _clip("b", 0)])
-    _write(tmp_path, [_clip("b", 1), _error("b", "make_clips", "truncated", announce=4)])
-    _write(tmp_path, [_clip("c", 0), _error("d", "probe", "zero_byte")])
+    _write(tmp_path, [clip("a", 0), clip("a", 1, announce=2), clip("b", 0)])
+    _write(tmp_path, [clip("b", 1), error("b", "make_clips", "truncated", announce=4)])
+    _write(tmp_path, [clip("c", 0), error("d", "probe", "zero_byte")])
     st = _state(tmp_path)
     ledger = st.load()
     assert sorted(ledger.partial().column("input_id").to_pylist()) == ["b", "c"]
@@ -205,7 +205,7 @@ def test_prepare_fingerprint_refusal_overwrite_and_error_modes(tmp_path):
 
 
 def test_prepare_refuses_shards_it_did_not_write(tmp_path):
-    _write(tmp_path, [_clip("a", 0, announce=1)])
+    _write(tmp_path, [clip("a", 0, announce=1)])
     with pytest.raises(ConfigError, match="not written by this build"):
         _state(tmp_path).prepare({"x": 1}, "resume", "o")
 

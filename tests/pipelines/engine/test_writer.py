@@ -1,86 +1,24 @@
 """``engine/writer.py``: one bundle of rows -> data shard(s), error shard, sidecar (no Ray).
 
-The bundles are clip rows (``tests/rows.py``: valid ``clips/v1`` rows with tiny tensors) in the
-clip recipe's in-flight schema, the way the last stage hands them to the write task.
+The bundles are clip rows in the clip recipe's in-flight schema (``bundles.py``).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from datasets_spec import CLIPS_V1, ERRORS_V1
 from datasets_spec.provenance import read_provenance
-from pipelines.clips.columns import CLIP_COLUMNS
 from pipelines.clips.recipe import RECORD
 from pipelines.engine import writer
-from pipelines.engine.apply import rows_to_table
-from pipelines.engine.stage import ACCOUNTING_COLUMNS, ERROR_COLUMNS, schema_for
-from pipelines.engine.writer import WriteSettings, open_atomic, row_bytes, write_bundle
-from tests.rows import clip_row
-
-PROV = {
-    "spec": "clips/v1",
-    "sama_version": "t",
-    "vae": {"id": "x"},
-    "latent_norm": {},
-    "siglip": {},
-    "anchor_policy": {},
-    "frame_policy": {},
-    "resolution_policy": {},
-    "build_config": {"seed": 0},
-    "black_latent": [0.0] * 16,
-}
-COLUMNS = (*CLIPS_V1.column_names, "video_duration_s", *ACCOUNTING_COLUMNS, *ERROR_COLUMNS)
-SCHEMA = schema_for(COLUMNS, CLIP_COLUMNS)
-
-
-def _clip(video: str, i: int, bucket=(48, 32), announce: int = 0) -> dict:
-    row = clip_row(i, np.random.default_rng([hash(video) % 1000, i]))
-    w, h = bucket
-    return row | {
-        "clip_id": f"{video}-s{i:03d}-c00",
-        "video_id": video,
-        "source_uri": f"/data/{video}.mp4",
-        "bucket_width": w,
-        "bucket_height": h,
-        "video_duration_s": 10.0,
-        "input_rows": announce,
-        "row_weight": 1,
-    }
-
-
-def _error(video: str, stage: str, kind: str, clip_id: str | None = None, weight: int = 1,
-           announce: int = 1) -> dict:  # fmt: skip
-    return {
-        "clip_id": clip_id,
-        "video_id": video,
-        "source_uri": f"/data/{video}.mp4",
-        "video_duration_s": 10.0,
-        "input_rows": announce,
-        "row_weight": weight,
-        "error_stage": stage,
-        "error_kind": kind,
-        "error_message": f"{video} failed in {stage}",
-        "error_time": datetime(2026, 1, 2, tzinfo=UTC),
-    }
-
-
-def _bundle(rows: list[dict]) -> pa.Table:
-    return rows_to_table(rows, SCHEMA)
-
-
-def _settings(root: Path | str, **kw) -> WriteSettings:
-    args = dict(root=str(root), storage_options={}, provenance=PROV, shard_bytes=10**9,
-                row_group_rows=32, row_group_bytes=2**27, run_id="run1")  # fmt: skip
-    return WriteSettings(**(args | kw))
+from pipelines.engine.writer import open_atomic, row_bytes, write_bundle
+from tests.pipelines.engine.bundles import bundle, clip, error, settings
 
 
 def _files(root: Path) -> list[str]:
@@ -91,9 +29,9 @@ def _mixed() -> list[dict]:
     """Video a: 3 clips (the last announces 3); b: a probe error; c: 1 clip + a make_clips error
     standing for 2 more clips (every row announces 3)."""
     return [
-        _clip("a", 0), _clip("a", 1), _clip("a", 2, announce=3),
-        _error("b", "probe", "zero_byte"),
-        _clip("c", 0, announce=3), _error("c", "make_clips", "truncated", weight=2, announce=3),
+        clip("a", 0), clip("a", 1), clip("a", 2, announce=3),
+        error("b", "probe", "zero_byte"),
+        clip("c", 0, announce=3), error("c", "make_clips", "truncated", weight=2, announce=3),
     ]  # fmt: skip
 
 
@@ -101,7 +39,7 @@ def _mixed() -> list[dict]:
 
 
 def test_write_bundle_writes_a_data_shard_an_error_shard_and_a_sidecar(tmp_path):
-    sc = write_bundle(_bundle(_mixed()), RECORD, _settings(tmp_path))
+    sc = write_bundle(bundle(_mixed()), RECORD, settings(tmp_path))
     digest = sc["name"]
     assert len(digest) == 20
     assert _files(tmp_path) == [
@@ -128,17 +66,17 @@ def test_write_bundle_writes_a_data_shard_an_error_shard_and_a_sidecar(tmp_path)
 
 def test_names_are_a_content_hash_and_a_rewrite_makes_no_duplicates(tmp_path):
     rows = _mixed()
-    first = write_bundle(_bundle(rows), RECORD, _settings(tmp_path))
+    first = write_bundle(bundle(rows), RECORD, settings(tmp_path))
     files = _files(tmp_path)
-    again = write_bundle(_bundle(list(reversed(rows))), RECORD, _settings(tmp_path, run_id="r2"))
+    again = write_bundle(bundle(list(reversed(rows))), RECORD, settings(tmp_path, run_id="r2"))
     assert again["name"] == first["name"] and _files(tmp_path) == files  # a retried task
-    other = write_bundle(_bundle(rows[:3]), RECORD, _settings(tmp_path))
+    other = write_bundle(bundle(rows[:3]), RECORD, settings(tmp_path))
     assert other["name"] != first["name"] and other["errors"] is None
     assert len(_files(tmp_path)) == len(files) + 2  # its data shard and sidecar
 
 
 def test_shards_validate_against_their_spec_and_carry_provenance(tmp_path):
-    sc = write_bundle(_bundle(_mixed()), RECORD, _settings(tmp_path))
+    sc = write_bundle(bundle(_mixed()), RECORD, settings(tmp_path))
     data = pq.read_table(tmp_path / sc["data"][0])
     CLIPS_V1.validate(data)
     assert data.column_names == CLIPS_V1.column_names  # no in-flight column is stored
@@ -151,10 +89,10 @@ def test_shards_validate_against_their_spec_and_carry_provenance(tmp_path):
 
 
 def test_error_ids_and_input_uris(tmp_path):
-    rows = [_error("b", "probe", "zero_byte"),
-            _error("c", "encode_latents", "encode_error", clip_id="c-s001-c00")]  # fmt: skip
+    rows = [error("b", "probe", "zero_byte"),
+            error("c", "encode_latents", "encode_error", clip_id="c-s001-c00")]  # fmt: skip
     rows[0]["source_uri"] = None  # no uri at all: an empty string, never a null
-    sc = write_bundle(_bundle(rows), RECORD, _settings(tmp_path))
+    sc = write_bundle(bundle(rows), RECORD, settings(tmp_path))
     got = pq.read_table(tmp_path / sc["errors"]).to_pylist()
     assert [(r["error_id"], r["input_uri"], r["item_id"], r["record_kind"], r["stage"],
              r["kind"], r["message"]) for r in got] == [
@@ -179,8 +117,8 @@ def _row_groups(path: Path) -> list[list[tuple[int, int]]]:
 
 def test_row_groups_hold_one_bucket_capped_by_rows(tmp_path):
     buckets = [(48, 32), (32, 48)]
-    rows = [_clip("v", i, buckets[i % 2]) for i in range(7)]
-    sc = write_bundle(_bundle(rows), RECORD, _settings(tmp_path, row_group_rows=2))
+    rows = [clip("v", i, buckets[i % 2]) for i in range(7)]
+    sc = write_bundle(bundle(rows), RECORD, settings(tmp_path, row_group_rows=2))
     (path,) = sc["data"]
     groups = _row_groups(tmp_path / path)
     assert [len(g) for g in groups] == [2, 1, 2, 2]  # 3 of one bucket, 4 of the other
@@ -190,21 +128,21 @@ def test_row_groups_hold_one_bucket_capped_by_rows(tmp_path):
 
 
 def test_row_groups_are_capped_by_bytes(tmp_path):
-    rows = [_clip("v", i) for i in range(6)]  # one bucket
-    per_row = row_bytes(_bundle(rows[:1]))[0]
-    ws = _settings(tmp_path, row_group_rows=100, row_group_bytes=int(per_row * 2.5))
-    sc = write_bundle(_bundle(rows), RECORD, ws)
+    rows = [clip("v", i) for i in range(6)]  # one bucket
+    per_row = row_bytes(bundle(rows[:1]))[0]
+    ws = settings(tmp_path, row_group_rows=100, row_group_bytes=int(per_row * 2.5))
+    sc = write_bundle(bundle(rows), RECORD, ws)
     groups = _row_groups(tmp_path / sc["data"][0])
     assert [len(g) for g in groups] == [2, 2, 2]
-    one = write_bundle(_bundle(rows[:2]), RECORD, _settings(tmp_path / "o", row_group_bytes=10))
+    one = write_bundle(bundle(rows[:2]), RECORD, settings(tmp_path / "o", row_group_bytes=10))
     assert [len(g) for g in _row_groups(tmp_path / "o" / one["data"][0])] == [1, 1]
 
 
 def test_a_bundle_far_over_the_shard_size_is_split_into_several_shards(tmp_path):
-    rows = [_clip("v", i, [(48, 32), (32, 48)][i % 2]) for i in range(8)]
-    per_row = row_bytes(_bundle(rows[:1]))[0]
-    ws = _settings(tmp_path, shard_bytes=per_row * 3, row_group_rows=2)
-    sc = write_bundle(_bundle(rows), RECORD, ws)
+    rows = [clip("v", i, [(48, 32), (32, 48)][i % 2]) for i in range(8)]
+    per_row = row_bytes(bundle(rows[:1]))[0]
+    ws = settings(tmp_path, shard_bytes=per_row * 3, row_group_rows=2)
+    sc = write_bundle(bundle(rows), RECORD, ws)
     assert len(sc["data"]) >= 2
     assert all(p.endswith(f"-{k}.parquet") for k, p in enumerate(sc["data"]))
     total = sum(pq.ParquetFile(tmp_path / p).metadata.num_rows for p in sc["data"])
@@ -217,7 +155,7 @@ def test_a_bundle_far_over_the_shard_size_is_split_into_several_shards(tmp_path)
 def test_skip_drops_the_rows_an_earlier_run_wrote(tmp_path):
     rows = _mixed()
     skip = pa.array(["a-s000-c00", "a-s001-c00", "b:probe", "not-in-bundle"])
-    sc = write_bundle(_bundle(rows), RECORD, _settings(tmp_path), skip)
+    sc = write_bundle(bundle(rows), RECORD, settings(tmp_path), skip)
     assert (sc["rows"], sc["error_rows"], sc["skipped_rows"]) == (2, 1, 3)
     ids = pq.read_table(tmp_path / sc["data"][0], columns=["clip_id"]).column(0).to_pylist()
     assert sorted(ids) == ["a-s002-c00", "c-s000-c00"]
@@ -226,7 +164,7 @@ def test_skip_drops_the_rows_an_earlier_run_wrote(tmp_path):
     assert sc["inputs"]["data_rows"] == [1, 1] and sc["inputs"]["announced"] == [3, 3]
     everything = pa.array([*(r["clip_id"] for r in rows[:3]), "b:probe", "c-s000-c00",
                            "c:make_clips"])  # fmt: skip
-    empty = write_bundle(_bundle(rows), RECORD, _settings(tmp_path / "e"), everything)
+    empty = write_bundle(bundle(rows), RECORD, settings(tmp_path / "e"), everything)
     assert empty["skipped_rows"] == 6 and empty["inputs"]["ids"] == []
     assert not (tmp_path / "e").exists() or _files(tmp_path / "e") == []  # no empty shards
 
@@ -277,7 +215,7 @@ def test_open_atomic_writes_directly_on_an_object_store(monkeypatch):
 
 def test_write_bundle_on_memory_fs(tmp_path):
     fs = fsspec.filesystem("memory")
-    sc = write_bundle(_bundle(_mixed()), RECORD, _settings("memory://writer_test"))
+    sc = write_bundle(bundle(_mixed()), RECORD, settings("memory://writer_test"))
     assert fs.exists(f"/writer_test/{sc['data'][0]}")
     assert fs.exists(f"/writer_test/_state/clips/sidecars/{sc['name']}.json")
     with fs.open(f"/writer_test/{sc['data'][0]}", "rb") as f:
