@@ -132,3 +132,31 @@ def test_the_heartbeat_renews_the_lease(where):
         assert lease.is_stale(renewed) == (False, "last heartbeat 0s ago")
     finally:
         lease.release()
+
+
+def test_a_renewal_is_never_seen_half_written(tmp_path):
+    """Another build reading the lease while it is renewed must never find it unreadable: an
+    unreadable lease counts as stale and would be taken over with take_over_lease=true."""
+    import threading
+
+    fs = fsspec.filesystem("file")
+    lease = _lease(fs, str(tmp_path))
+    lease.acquire()
+    seen, stop = [], threading.Event()
+
+    def reader():
+        other = _lease(fs, str(tmp_path))
+        while not stop.is_set():
+            seen.append(other.read())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(100):
+            assert lease.renew()
+    finally:
+        stop.set()
+        t.join()
+        lease.release()
+    assert seen and all(s is not None and "unreadable" not in s for s in seen)
+    assert {s["token"] for s in seen} == {lease.token}
