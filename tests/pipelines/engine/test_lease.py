@@ -152,7 +152,7 @@ def test_a_renewal_is_never_seen_half_written(tmp_path):
     t = threading.Thread(target=reader)
     t.start()
     try:
-        for _ in range(100):
+        for _ in range(50):
             assert lease.renew()
     finally:
         stop.set()
