@@ -104,3 +104,28 @@ def test_a_fuse_group_that_is_not_consecutive_is_a_config_error(group):
     stages, _ = _stages()
     with pytest.raises(ConfigError, match=r"not a run of consecutive enabled stages.*probe"):
         fuse_groups(stages, [group])
+
+
+# ---- GroupRunner: a group's stages applied to Arrow batches ---------------------------------
+
+
+def test_group_runner_applies_its_stages_in_order_and_splits_rows_for_the_writer(shot_video):
+    """What a task (or an actor) runs for a fused group: probe + cut_clips on one video."""
+    import pyarrow as pa
+
+    from pipelines.clips.list_inputs import OUTPUTS, list_inputs
+    from pipelines.engine.runner import GroupRunner
+    from pipelines.engine.stage import check_plan
+
+    stages, cfg = _stages(f"input.uri={shot_video['path']}", "caption.source=none")
+    group = stages[:2]
+    assert [s.name for s in group] == ["probe", "cut_clips"]
+    columns = check_plan(group, OUTPUTS, ())
+    table = pa.concat_tables(list(list_inputs(cfg)))
+    whole = list(GroupRunner([type(s) for s in group], cfg, columns, split_rows=False)(table))
+    split = list(GroupRunner([type(s) for s in group], cfg, columns, split_rows=True)(table))
+    assert all(t.num_rows == 1 for t in split) and len(split) == 3
+    rows = pa.concat_tables(whole).to_pylist()
+    assert [r["clip_id"].split("-", 1)[1] for r in rows] == ["s000-c00", "s001-c00", "s002-c00"]
+    assert pa.concat_tables(split).column("clip_id").to_pylist() == [r["clip_id"] for r in rows]
+    assert all(t.column_names == list(columns[-1]) for t in whole + split)
