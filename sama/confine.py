@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 def split(uri: str) -> tuple[str, str, str]:
@@ -59,6 +59,8 @@ class Confinement:
         """Why ``uri`` may not be read, or None when it may. A chained URL
         (``tar://member::s3://b/shard.tar``) is judged by its outermost target."""
         scheme, host, path = split(uri.rsplit("::", 1)[-1])
+        if scheme != "file":  # judged as the client will ask: `%2e%2e` is `..` to yarl (HTTP)
+            path = posixpath.normpath(unquote(path))
         if scheme not in self.schemes:
             return (f"{uri!r} uses scheme {scheme!r}; the manifest may name only "
                     f"{list(self.schemes)} (set input.allowed_schemes to allow more)")  # fmt: skip

@@ -9,8 +9,8 @@ list, or an id -> object mapping) and WebDataset tar shards (X2Edit; one sample 
 that share a key: each member becomes a ``tar://member::shard`` URI the workers open through
 fsspec, and a ``.json`` member is parsed into the row).
 
-A line of broken JSON or a CSV row with too many fields is a ``BadRecord`` at its place, so
-the errors table accounts for it and the rest of the manifest is still read.
+A line of broken JSON or a CSV row with more or fewer fields than its header is a ``BadRecord``
+at its place, so the errors table accounts for it and the rest of the manifest is still read.
 """
 
 from __future__ import annotations
@@ -77,14 +77,19 @@ def iter_jsonl(f) -> Iterator[Record]:
 
 
 def iter_csv(f) -> Iterator[Record]:
-    reader = csv.DictReader(_lines(f), restkey="__extra__")
+    """Rows as dicts; a row with more or fewer fields than the header is a ``BadRecord`` (an
+    empty field is data: ``""``; a missing one means the row is broken, e.g. cut short)."""
+    reader = csv.DictReader(_lines(f), restkey="__extra__", restval=None)
     for i, row in enumerate(reader):
+        width = len(reader.fieldnames or [])
         if "__extra__" in row:
-            width = len(reader.fieldnames or [])
-            yield BadRecord(i, row, f"CSV row has {width + len(row['__extra__'])} fields, the "
-                            f"header has {width}")  # fmt: skip
+            have = width + len(row["__extra__"])
+        elif any(v is None for v in row.values()):
+            have = sum(v is not None for v in row.values())
+        else:
+            yield row
             continue
-        yield row
+        yield BadRecord(i, row, f"CSV row has {have} fields, the header has {width}")
 
 
 def iter_parquet(f, chunk_rows: int) -> Iterator[Record]:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,11 @@ class JobContext:
 
     def __init__(self, deadline: float, stage: str, shared: bool) -> None:
         self.deadline, self.stage, self.shared = deadline, stage, shared
-        self._maps: dict[int, str] = {}
+        # id(mmap) -> (path, data address) of shared arrays not yielded yet. Keyed by the
+        # mapping, which every view of the array keeps alive, and dropped (file unlinked) when
+        # the mapping dies: an id is never that of a dead object, and a buffer the job let go
+        # of (a shot too short for a clip) leaves /dev/shm at once, not at the end of the job
+        self._pending: dict[int, tuple[str, int]] = {}
         self._n = 0
 
     def remaining(self) -> float:
@@ -98,8 +103,16 @@ class JobContext:
         finally:
             os.close(fd)
         arr = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-        self._maps[id(arr)] = path
+        self._pending[id(buf)] = (path, arr.__array_interface__["data"][0])
+        weakref.finalize(buf, self._drop, id(buf))
         return arr
+
+    def _drop(self, key: int) -> None:
+        """The mapping died: unlink its file unless it was yielded (the parent unlinks those)."""
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(entry[0])
 
     def export(self, item: Any) -> Any:
         """``item`` with its shared arrays replaced by references (child side)."""
@@ -108,27 +121,30 @@ class JobContext:
         if isinstance(item, list | tuple):
             return type(item)(self.export(v) for v in item)
         if isinstance(item, np.ndarray):
-            root = self._root(item)
-            if root is not None:  # the array, or a leading slice of it (a clip's first frames)
-                return ShmRef(self._maps.pop(id(root)), tuple(item.shape), item.dtype.str)
+            key = self._shared_root(item)
+            if key is not None:  # the array, or a leading slice of it (a clip's first frames)
+                path, _ = self._pending.pop(key)
+                return ShmRef(path, tuple(item.shape), item.dtype.str)
         return item
 
-    def _root(self, arr: np.ndarray) -> np.ndarray | None:
+    def _shared_root(self, arr: np.ndarray) -> int | None:
+        """The key of the shared mapping ``arr`` starts at (C-contiguous), or None."""
         base: Any = arr
         while isinstance(base, np.ndarray):
-            if id(base) in self._maps:
-                same_start = (arr.__array_interface__["data"][0]
-                              == base.__array_interface__["data"][0])  # fmt: skip
-                return base if same_start and arr.flags.c_contiguous else None
             base = base.base
-        return None
+        if isinstance(base, memoryview):  # np.frombuffer keeps a memoryview of the mapping
+            base = base.obj
+        entry = self._pending.get(id(base)) if isinstance(base, mmap.mmap) else None
+        if entry is None or not arr.flags.c_contiguous:
+            return None
+        return id(base) if arr.__array_interface__["data"][0] == entry[1] else None
 
     def discard(self) -> None:
         """Remove the shared files of arrays that were never yielded (child side)."""
-        for path in self._maps.values():
+        for path, _ in self._pending.values():
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        self._maps.clear()
+        self._pending.clear()
 
 
 def _import_refs(item: Any) -> Any:

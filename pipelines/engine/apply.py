@@ -41,7 +41,6 @@ from pipelines.engine.stage import (
     Rows,
     Stage,
     check_rows,
-    is_error,
     schema_for,
 )
 from sama.errors import ErrorKind, FatalError, SampleError
@@ -90,6 +89,7 @@ def binary_views(arr: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
         off_type = np.int64 if pa.types.is_large_binary(ch.type) else np.int32
         offsets = np.frombuffer(offsets_buf, off_type)[ch.offset : ch.offset + len(ch) + 1]
         data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+        data.setflags(write=False)  # other tables share this buffer (the pass-through columns)
         valid = ch.is_valid().to_numpy(zero_copy_only=False) if validity is not None else None
         for i in range(len(ch)):
             if valid is not None and not valid[i]:
@@ -139,7 +139,8 @@ def column_array(values: list, type_: pa.DataType) -> pa.Array:
 # ---- the adapter ---------------------------------------------------------------------------
 def run_process(stage: Stage, rows: Rows, retries: int) -> Iterator[Rows]:
     """``stage.process(rows)`` as batches of output rows, with the failure rules above."""
-    made: dict[int, int] = {}  # parent -> rows already yielded (fan-out accounting)
+    made: dict[int, int] = {}  # parent -> rows already yielded, error rows too (weights)
+    counts: dict[int, int] = {}  # parent -> the row count its yielded rows announced
     try:
         result = stage.process(rows)
         if isinstance(result, list):
@@ -147,34 +148,55 @@ def run_process(stage: Stage, rows: Rows, retries: int) -> Iterator[Rows]:
             return
         for out in result:
             for r in out:
-                if not is_error(r):
-                    made[r[PARENT]] = made.get(r[PARENT], 0) + int(r.get("row_weight") or 1)
+                p = r[PARENT]
+                made[p] = made.get(p, 0) + int(r.get("row_weight") or 1)
+                counts[p] = max(counts.get(p, 0), int(r.get("input_rows") or 0))
             yield out
     except FatalError:
         raise
     except Exception as e:  # noqa: BLE001 - each row below ends as output or an error row
-        yield from _recover(stage, rows, e, made, retries)
+        yield from _recover(stage, rows, e, made, counts, retries)
 
 
-def _recover(stage: Stage, rows: Rows, e: Exception, made: dict[int, int], retries: int):
-    err = e if isinstance(e, SampleError) else None
-    if len(rows) > 1 and not made:  # the batch failed as a whole: each row on its own
-        for row in rows:
+def _recover(stage: Stage, rows: Rows, e: Exception, made: dict[int, int], counts: dict[int, int],
+             retries: int) -> Iterator[Rows]:  # fmt: skip
+    """The rows of a failed ``process`` call that have no complete output yet: a fan-out row
+    it failed midway gets one error row (its rows already made stay, never made twice); rows
+    it never reached run again on their own; a lone row is retried, then an error row."""
+    if "input_rows" in stage.outputs:  # fan-out: done once its rows add up to its count
+        finished = {p for p, n in counts.items() if n and made[p] >= n}
+    else:  # 1:1: done once yielded
+        finished = set(made)
+    midway = [r for r in rows if r[PARENT] in made and r[PARENT] not in finished]
+    fresh = [r for r in rows if r[PARENT] not in made]
+    if midway or len(fresh) < len(rows) or len(fresh) > 1:
+        if midway:
+            yield _error_rows(stage, midway, e, made, counts)
+        for row in fresh:  # each on its own, so one bad input never takes its neighbours
             for out in run_process(stage, [{**row, PARENT: 0}], retries):
                 yield [{**r, PARENT: row[PARENT]} for r in out]
         return
-    if err is None and not made and retries > 0:
+    if not isinstance(e, SampleError) and retries > 0:
         yield from run_process(stage, rows, retries - 1)
         return
-    err = err or internal_error(e, stage.name)
+    yield _error_rows(stage, rows, e, made, counts)
+
+
+def _error_rows(stage: Stage, rows: Rows, e: Exception, made: dict[int, int],
+                counts: dict[int, int]) -> Rows:  # fmt: skip
+    """One error row per row; a fan-out one stands for the rows its input did not make: the
+    rest of the count its rows announced, or itself (then it announces made + 1)."""
+    err = e if isinstance(e, SampleError) else internal_error(e, stage.name)
     fan_out = "input_rows" in stage.outputs
     out = []
     for row in rows:
         bad = stage.fail(row, err)
         if fan_out:
-            bad |= {"input_rows": made.get(row[PARENT], 0) + 1, "row_weight": 1}
+            m, n = made.get(row[PARENT], 0), counts.get(row[PARENT], 0)
+            bad |= {"input_rows": n, "row_weight": n - m} if n > m else {"input_rows": m + 1,
+                                                                         "row_weight": 1}  # fmt: skip
         out.append(bad)
-    yield out
+    return out
 
 
 def apply_stage(

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.engine.root import LEASE_FILE
-from pipelines.engine.writer import is_local, protocols
+from pipelines.engine.writer import is_local, open_atomic, protocols
 from sama.errors import ConfigError
 
 
@@ -153,12 +153,20 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(max(1.0, self.ttl_s / 4)):
             with contextlib.suppress(Exception):  # a missed beat is retried at the next tick
-                holder = self.read()
-                if holder is None or holder.get("token") != self.token:
+                if not self.renew():
                     print(f"sama build: warning: lost the lease on {self.uri!r} (taken over?)",
                           flush=True)  # fmt: skip
                     return
-                self.fs.pipe_file(self.path, json.dumps(self._record(self.since)).encode())
+
+    def renew(self) -> bool:
+        """Write a new heartbeat; False if the lease is no longer ours. Written whole (temp +
+        rename locally): a reader that found it half-written would count it stale."""
+        holder = self.read()
+        if holder is None or holder.get("token") != self.token:
+            return False
+        with open_atomic(self.fs, self.path) as f:
+            f.write(json.dumps(self._record(self.since)).encode())
+        return True
 
     def release(self) -> None:
         self._stop.set()

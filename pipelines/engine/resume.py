@@ -232,11 +232,15 @@ class BuildState:
         idx = posixpath.join(self.state, INDEX_DIR)
         paths = [posixpath.join(idx, f"{w}-{i}.parquet") for i in pairs for w in ("inputs", "shards")]
         tables = self._parallel(lambda p: pq.read_table(self.fs.open(p, "rb")), paths)
-        inputs = [t.cast(INPUTS_SCHEMA) for t in tables[0::2]]
-        shards = [t.cast(SHARDS_SCHEMA) for t in tables[1::2]]
-        covered = set()
-        for t in shards:
-            covered.update(t.column("sidecar").to_pylist())
+        inputs, shards, covered = [], [], set()
+        for t_in, t_sh in zip(tables[0::2], tables[1::2], strict=True):
+            if covered:  # a compaction killed before deleting the pair it replaced: once each
+                seen = pa.array(sorted(covered), pa.string())
+                t_in = t_in.filter(pc.invert(pc.is_in(t_in.column("sidecar"), value_set=seen)))
+                t_sh = t_sh.filter(pc.invert(pc.is_in(t_sh.column("sidecar"), value_set=seen)))
+            covered.update(t_sh.column("sidecar").to_pylist())
+            inputs.append(t_in.cast(INPUTS_SCHEMA))
+            shards.append(t_sh.cast(SHARDS_SCHEMA))
         loose = [p for p in self._ls(posixpath.join(state_dir(self.kind.name), SIDECAR_DIR))
                  if p.endswith(".json") and posixpath.basename(p)[:-5] not in covered
                  and not posixpath.basename(p).startswith(".")]  # fmt: skip

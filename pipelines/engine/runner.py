@@ -250,7 +250,8 @@ def fuse_groups(stages: list[Stage], fuse: list[list[str]]) -> list[list[Stage]]
     names = [s.name for s in stages]
     groups: list[list[Stage]] = []
     i = 0
-    wanted = {tuple(g)[0]: list(g) for g in fuse}
+    # keyed by the group's first *enabled* stage (a group may name stages of the other decode path)
+    wanted = {p[0]: p for p in ([n for n in g if n in names] for g in fuse) if p}
     for g in fuse:
         present = [n for n in g if n in names]
         if present and present != names[names.index(present[0]) : names.index(present[0]) + len(present)]:

@@ -101,8 +101,13 @@ def open_atomic(fs: Any, path: str) -> Iterator[Any]:
     parent = posixpath.dirname(path)
     fs.makedirs(parent, exist_ok=True)
     if is_object_store(fs):
-        with fs.open(path, "wb") as f:  # the object appears when the upload completes
+        f = fs.open(path, "wb")
+        try:
             yield f
+        except BaseException:
+            _abandon(fs, f, path)
+            raise
+        f.close()  # the object appears when the upload completes
         return
     tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
     try:
@@ -121,6 +126,18 @@ def open_atomic(fs: Any, path: str) -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.rm(tmp)
         raise
+
+
+def _abandon(fs: Any, f: Any, path: str) -> None:
+    """Drop an upload that failed midway, so nothing appears at ``path``: closing the file (as
+    ``with`` would) completes the upload of what was written so far."""
+    with contextlib.suppress(Exception):
+        f.discard()  # s3fs: aborts the multipart upload
+    with contextlib.suppress(Exception):
+        f.closed = True  # neither a later close() nor the garbage collector uploads it now
+    if "memory" in protocols(fs):  # memory:// shows a file from its open on
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path)
 
 
 def write_parquet(fs: Any, path: str, spec: RecordSpec, prov: dict, groups: list[pa.Table]) -> int:

@@ -1,4 +1,4 @@
-"""Helpers the pipelines tests share: one tiny-model bundle per session, the demo build config."""
+"""Helpers the pipeline tests share: the tiny-model bundle and the demo build config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def tiny_models(factory) -> Path:
-    """One tiny-model bundle per session (shared with test_build.py through the base temp)."""
+    """One tiny-model bundle per session (shared by the test modules through the base temp)."""
     from sama.encoders.tiny import make_tiny_models
 
     root = factory.getbasetemp() / "tiny_models_build"
@@ -20,6 +20,7 @@ def tiny_models(factory) -> Path:
 
 
 def demo_config(models: Path, input_uri: str, output_uri: str, *overrides: str) -> BuildConfig:
+    """``configs/build_demo.yaml`` on the tiny models, strict mode on."""
     return load_build_config(
         CONFIGS / "build_demo.yaml",
         [
