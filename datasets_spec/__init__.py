@@ -13,10 +13,11 @@ from datasets_spec.base import (
     read_tensor,
 )
 from datasets_spec.clips import CLIPS_V1
+from datasets_spec.dedup import DEDUP_V1
 from datasets_spec.errors import ERRORS_V1
 from datasets_spec.pairs import PAIRS_V1
 
-SPECS: dict[str, RecordSpec] = {s.id: s for s in (CLIPS_V1, PAIRS_V1, ERRORS_V1)}
+SPECS: dict[str, RecordSpec] = {s.id: s for s in (CLIPS_V1, PAIRS_V1, ERRORS_V1, DEDUP_V1)}
 
 
 def get_spec(spec_id: str) -> RecordSpec:
@@ -29,6 +30,7 @@ def get_spec(spec_id: str) -> RecordSpec:
 
 __all__ = [
     "CLIPS_V1",
+    "DEDUP_V1",
     "ERRORS_V1",
     "PAIRS_V1",
     "PROVENANCE_KEY",

@@ -111,7 +111,8 @@ class SceneDetectBoundaries:
     """
 
     def __init__(self, detector: Any, rate: Fraction | float, min_scene_len: int) -> None:
-        self.detector, self.rate = detector, rate
+        # FrameTimecode refuses an int rate (it would read as a frame count).
+        self.detector, self.rate = detector, Fraction(rate) if isinstance(rate, int) else rate
         self.lag = int(min_scene_len) + 8
         self._n = 0
         self._pending: list[Boundary] = []
