@@ -15,13 +15,11 @@ Why it is written this way:
   into "no shots". The ``opencv`` backend exists only for comparison and local files.
 - ``fast`` preset: for ``yuv420p`` (nearly all H.264/HEVC/AV1 8-bit) the decoded planes are
   area-downscaled with OpenCV and converted to BGR at the detector's size (``transitions``: a
-  64 px thumbnail, ~0.1 ms per 640x360 frame; PySceneDetect's: 256 px wide, ~0.3 ms; both less
-  than FFmpeg's swscale area scaler, without its aliasing fast-bilinear), so the detector never
-  sees the full frame. With ``skip_loop_filter`` the H.264/
-  HEVC decoder also skips in-loop deblocking: ~15% faster decoding (bench/bench_shots.py), while
-  frame scores moved by < 0.6 (threshold 27) on our synthetic 720p tests, even at crf 36 with
-  keyframes away from the cuts.
-  No frame is ever skipped. ``accurate`` feeds full-quality, full-resolution BGR frames.
+  64 px thumbnail; PySceneDetect's: 256 px wide; ``sama.video.detector_input``), so the full
+  frame is never converted. With ``skip_loop_filter`` the H.264/HEVC decoder also skips in-loop
+  deblocking: on the labelled 640x360 set, detection ran at 1.25x of a plain decode with it and
+  1.09x without (bench/bench_shots.py), and the full-quality ``accurate`` preset found exactly
+  the same boundaries. No frame is ever skipped. ``accurate`` feeds full-resolution BGR frames.
 - Nothing is dropped silently: the shots and the boundaries together cover ``[0, num_frames)``.
   A first or last shot may be short; deciding which shots are usable is the clip maker's job,
   so it can record a ``too_short`` error row instead of a shot vanishing here.
