@@ -14,6 +14,7 @@ from datasets_spec.base import (
     read_tensor,
 )
 from datasets_spec.clips import CLIPS_V1, CLIPS_V2
+from datasets_spec.dedup import DEDUP_V1
 from datasets_spec.errors import ERRORS_V1
 from datasets_spec.pairs import PAIRS_V1, PAIRS_V2
 
@@ -22,7 +23,7 @@ PAIRS = PAIRS_V2  # the version builds write
 ERRORS = ERRORS_V1
 
 SPECS: dict[str, RecordSpec] = {
-    s.id: s for s in (CLIPS_V1, CLIPS_V2, PAIRS_V1, PAIRS_V2, ERRORS_V1)
+    s.id: s for s in (CLIPS_V1, CLIPS_V2, PAIRS_V1, PAIRS_V2, ERRORS_V1, DEDUP_V1)
 }
 # kind -> every version a reader accepts (oldest first)
 READABLE: dict[str, tuple[RecordSpec, ...]] = {
@@ -45,6 +46,7 @@ __all__ = [
     "CLIPS_V1",
     "CLIPS_V2",
     "ERRORS",
+    "DEDUP_V1",
     "ERRORS_V1",
     "PAIRS",
     "PAIRS_V1",

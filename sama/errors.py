@@ -29,7 +29,15 @@ class ErrorKind(StrEnum):
     BAD_MANIFEST_ROW = "bad_manifest_row"
     ENCODE_ERROR = "encode_error"
     JUDGE_UNPARSEABLE = "judge_unparseable"
-    FILTERED = "filtered"
+    FILTERED = "filtered"  # the VLM judge's score filter (pairs)
+    # Clip filters (sama.filters): one kind per filter, so the errors table says which.
+    FILTERED_SHORT = "filtered_short"
+    FILTERED_DARK = "filtered_dark"
+    FILTERED_BRIGHT = "filtered_bright"
+    FILTERED_STATIC = "filtered_static"
+    FILTERED_MOTION = "filtered_motion"
+    NOT_CLEAN = "not_clean"  # the clean-clip guard found a boundary inside (sama.video.clean_clip)
+    SALVAGED = "salvaged"  # a note, not a failure: a damaged input whose good frames were used
     TIMEOUT = "timeout"  # over budget.max_seconds_per_input (a stalled read or decoder)
     TOO_LARGE = "too_large"  # over budget.max_pixels / max_frames / max_memory_mb
     NOT_ALLOWED = "not_allowed"  # a manifest entry outside input.allowed_roots / schemes

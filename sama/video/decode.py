@@ -34,6 +34,7 @@ from sama.video.probe import (
     stream_fps,
     video_stream,
 )
+from sama.video.salvage import SalvageDecoder
 
 Backend = Literal["auto", "decord", "pyav"]
 STAGE = "decode"
@@ -74,45 +75,54 @@ def _pts_index(frame: Any, t0: int, time_base: Fraction, fps: Fraction) -> int |
     return round((frame.pts - t0) * time_base * fps)
 
 
-def _indexed(container: Any, stream: Any, start: int) -> Iterator[tuple[int, Any]]:
-    """(index, PyAV frame) pairs, beginning at or before ``start``; seeks when it pays."""
+def _indexed(
+    container: Any, stream: Any, start: int, uri: str, seek: bool = True
+) -> Iterator[tuple[int, Any]]:
+    """(index, PyAV frame) pairs, beginning at or before ``start``; seeks when it pays.
+
+    Decoding skips corrupt packets (``sama.video.salvage``): indices have a gap where frames
+    were lost. After a seek the index comes from the first frame's timestamp, which matches the
+    count only where nothing before it was lost: pass ``seek=False`` for a file known to be
+    damaged, so its indices are the ones a decode from the start (the shot detector) gives.
+    """
     fps = stream_fps(stream)
     t0 = stream.start_time or 0
-    if start >= SEEK_MIN_FRAMES and fps and stream.time_base:
+    if seek and start >= SEEK_MIN_FRAMES and fps and stream.time_base:
         target = t0 + int(Fraction(start) / fps / stream.time_base)
         container.seek(target, stream=stream, backward=True)
-        frames = container.decode(stream)
-        first = next(frames, None)
+        frames = iter(SalvageDecoder(container, stream, uri, STAGE, require_frames=False))
+        j0, first = next(frames, (0, None))
         idx = _pts_index(first, t0, stream.time_base, fps)
         if idx is not None and idx <= start:
             yield idx, first
-            yield from enumerate(frames, start=idx + 1)
+            yield from ((idx + j - j0, f) for j, f in frames)
             return
         container.seek(t0, stream=stream, backward=True)  # overshot: count from the start
-    yield from enumerate(container.decode(stream))
+    yield from SalvageDecoder(container, stream, uri, STAGE)
 
 
 def _pyav_select(
-    fs: Any, path: str, uri: str, start: int, stop: int | None, keep: set[int] | None, size: Any
+    fs: Any,
+    path: str,
+    uri: str,
+    start: int,
+    stop: int | None,
+    keep: set[int] | None,
+    size: Any,
+    seek: bool = True,
 ) -> Iterator[tuple[int, np.ndarray] | None]:
     """(index, frame) pairs; first yields ``None`` once the container is open (see ``_pyav_open``)."""
-    import av
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
     with open_container(fs, path, uri, stage=STAGE) as container:
         stream = video_stream(container, uri, stage=STAGE)
         yield None
-        try:
-            for idx, frame in _indexed(container, stream, start):
-                if stop is not None and idx >= stop:
-                    return
-                if idx >= start and (keep is None or idx in keep):
-                    yield idx, upright_rgb(frame, reformatter, size)
-        except av.error.FFmpegError as e:
-            raise SampleError(
-                ErrorKind.DECODE_ERROR, f"decoding {uri} failed: {e}", stage=STAGE
-            ) from e
+        for idx, frame in _indexed(container, stream, start, uri, seek):
+            if stop is not None and idx >= stop:
+                return
+            if idx >= start and (keep is None or idx in keep):
+                yield idx, upright_rgb(frame, reformatter, size)
 
 
 def _pyav_open(*args: Any) -> Iterator[tuple[int, np.ndarray]]:
@@ -173,13 +183,20 @@ def _select(
     size: Any,
     backend: Backend,
     info: VideoInfo | None,
+    seek: bool = True,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Validate eagerly (bad files raise here), then return the lazy (index, frame) stream."""
+    """Validate eagerly (bad files raise here), then return the lazy (index, frame) stream.
+
+    A file the probe found damaged (``info.salvage``) is decoded by PyAV from the start, so its
+    indices match the shot detector's (see ``_indexed``); decord cannot skip corrupt packets.
+    """
     fs, path = resolve(uri, fs)
     check_file(fs, path, uri, stage=STAGE)
+    if info is not None and info.salvage:
+        backend, seek = "pyav", False
     chosen = _choose_backend(backend, fs, uri, info)
     if chosen == "pyav":
-        return _pyav_open(fs, path, uri, start, stop, keep, size)
+        return _pyav_open(fs, path, uri, start, stop, keep, size, seek)
 
     def run() -> Iterator[tuple[int, np.ndarray]]:
         resume = start
@@ -191,9 +208,34 @@ def _select(
         except _DecordFailed as e:
             if backend == "decord":
                 raise SampleError(ErrorKind.DECODE_ERROR, f"decord: {uri}: {e}", stage=STAGE) from e
-        yield from _pyav_open(fs, path, uri, resume, stop, keep, size)  # auto: fall back
+        yield from _pyav_open(fs, path, uri, resume, stop, keep, size, seek)  # auto: fall back
 
     return run()
+
+
+def iter_indexed_frames(
+    uri: str,
+    start: int = 0,
+    count: int | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    backend: Backend = "auto",
+    fs: Any = None,
+    info: VideoInfo | None = None,
+    seek: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, frame_HWC)`` for the frames with ``start <= index < start + count`` (all to
+    the end if ``count`` is None), RGB uint8.
+
+    A damaged file skips its corrupt packets and goes on (``sama.video.salvage``): the indices
+    then have a gap where frames were lost, so a clip taken from consecutive indices never spans
+    the damage. ``seek=False`` decodes from the start (see ``_indexed``). Otherwise as
+    ``iter_frames``.
+    """
+    if start < 0 or (count is not None and count < 0):
+        raise ValueError(f"start and count must be >= 0; got start={start}, count={count}")
+    stop = None if count is None else start + count
+    return _select(uri, fs, int(start), stop, None, size, backend, info, seek)
 
 
 def iter_frames(
@@ -211,12 +253,10 @@ def iter_frames(
     Streams: one frame (decord: a chunk of 16) in memory at a time. Stops early at the end of
     the video; ``read_frames`` is the strict variant. ``size=(w, h)`` downscales during decoding
     (cheap input for shot detection). ``info`` (from ``probe_video``) saves a probe. Bad files
-    raise ``SampleError`` from this call, before the first frame is asked for.
+    raise ``SampleError`` from this call, before the first frame is asked for. Frames lost to
+    damage are skipped; ``iter_indexed_frames`` says where.
     """
-    if start < 0 or (count is not None and count < 0):
-        raise ValueError(f"start and count must be >= 0; got start={start}, count={count}")
-    stop = None if count is None else start + count
-    pairs = _select(uri, fs, int(start), stop, None, size, backend, info)
+    pairs = iter_indexed_frames(uri, start, count, size=size, backend=backend, fs=fs, info=info)
     return (frame_HWC for _, frame_HWC in pairs)
 
 

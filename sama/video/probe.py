@@ -29,6 +29,8 @@ DECORD_CODECS = frozenset(
 )
 
 STAGE = "probe"
+TAIL_TOLERANCE_S = 0.5  # see tail_tolerance_s
+TAIL_TOLERANCE_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class VideoInfo:
     ``width``/``height`` are the display size (after ``rotation``, which is how the frames from
     ``sama.video.decode`` come out); ``rotation`` is the counter-clockwise angle in degrees
     (0/90/180/270) from the display matrix; ``codec`` is the canonical codec name (``h264``,
-    ``av1``...); ``backend`` is the decoder that ``backend="auto"`` will use.
+    ``av1``...); ``backend`` is the decoder that ``backend="auto"`` will use. ``salvage``
+    describes damage that still leaves frames to use (a cut-off tail, corrupt packets before
+    the first frame): a note for the errors table, not an error.
     """
 
     uri: str
@@ -51,6 +55,7 @@ class VideoInfo:
     rotation: int
     size_bytes: int
     backend: str
+    salvage: str = ""  # what is damaged but still usable ("" for a sound file); see probe_video
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,27 +205,20 @@ def stream_fps(stream: Any) -> Fraction | None:
     return Fraction(rate) if rate else None
 
 
-def _first_frame(container: Any, stream: Any, uri: str) -> Any:
-    import av
+def _first_frame(container: Any, stream: Any, uri: str) -> tuple[Any, str]:
+    """The first decodable frame, skipping corrupt packets (``sama.video.salvage``), and a note
+    when some were skipped."""
+    from sama.video.salvage import SalvageDecoder
 
-    try:
-        for frame in container.decode(stream):
-            return frame
-    except av.error.FFmpegError as e:
-        kind = ErrorKind.UNSUPPORTED_CODEC if _is_unsupported(e) else ErrorKind.DECODE_ERROR
-        raise SampleError(kind, f"cannot decode the first frame of {uri}: {e}", stage=STAGE) from e
+    decoder = SalvageDecoder(container, stream, uri, STAGE)
+    for _, frame in decoder:
+        note = (
+            f"{decoder.damage[0].lost} corrupt packets before the first frame"
+            if decoder.damage
+            else ""
+        )
+        return frame, note
     raise SampleError(ErrorKind.DECODE_ERROR, f"no decodable frame in {uri}", stage=STAGE)
-
-
-def _is_unsupported(e: Exception) -> bool:
-    import av
-
-    unsupported = (
-        av.error.DecoderNotFoundError,
-        av.error.PatchWelcomeError,
-        av.error.NotImplementedError,
-    )
-    return isinstance(e, unsupported)
 
 
 def _count_packets(fs: Any, path: str, uri: str) -> int:
@@ -230,43 +228,57 @@ def _count_packets(fs: Any, path: str, uri: str) -> int:
         return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
-def _check_tail(container: Any, stream: Any, fps: Fraction | None, uri: str) -> None:
+def tail_tolerance_s(fps: float) -> float:
+    """How much earlier than the index promises the last frame may end: max(0.5 s, 10 frames).
+
+    Phones write a track duration a little past the last frame (a long last sample, audio
+    running on): a valid phone video promising 0.07 s more was flagged truncated by a 2-frame
+    tolerance. Real truncation (a download cut short) loses far more.
+    """
+    return max(TAIL_TOLERANCE_S, TAIL_TOLERANCE_FRAMES / fps) if fps > 0 else TAIL_TOLERANCE_S
+
+
+def _check_tail(container: Any, stream: Any, fps: Fraction | None, uri: str) -> tuple[str, float]:
     """Seek to the last keyframe and decode to the end: catches files cut after their index.
 
     A ``faststart`` mp4 keeps its index at the front, so a download cut short still opens and
-    decodes its first frames; only the missing tail shows it. Costs one GOP of decoding.
+    decodes its first frames; only the missing tail shows it. Costs one GOP of decoding. Returns
+    ``(note, last_time_s)``: a ``truncated`` note ("" when the end is there) and the time of the
+    last frame decoded there (-1 when none).
     """
     import av
 
     if not stream.duration or not stream.time_base or not fps:
-        return
+        return "", -1.0
     start = stream.start_time or 0
-    end_pts = start + stream.duration
+    promised = float(stream.duration * stream.time_base)
     last_time = None
+    error = ""
     try:
-        container.seek(end_pts, stream=stream, backward=True, any_frame=False)
+        container.seek(start + stream.duration, stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             if frame.pts is not None:
                 last_time = float((frame.pts - start) * stream.time_base)
     except av.error.FFmpegError as e:
-        raise SampleError(
-            ErrorKind.TRUNCATED, f"cannot decode the end of {uri}: {e}", stage=STAGE
-        ) from e
-    expected = float(stream.duration * stream.time_base) - float(2 / fps)
-    if last_time is None or last_time < expected - 1e-6:
-        got = "no frame" if last_time is None else f"frames up to {last_time:.3f}s"
-        raise SampleError(
-            ErrorKind.TRUNCATED,
-            f"{uri} ends early: {got}, the index promises {float(stream.duration * stream.time_base):.3f}s",
-            stage=STAGE,
-        )
+        error = f" ({e})"
+    if last_time is not None and last_time >= promised - tail_tolerance_s(float(fps)) - 1e-6:
+        return "", last_time
+    got = "the end does not decode" if last_time is None else f"frames up to {last_time:.3f}s"
+    note = f"{got}, the index promises {promised:.3f}s{error}"
+    return note, -1.0 if last_time is None else last_time
 
 
-def probe_video(uri: str, fs: Any = None, *, check_tail: bool = True) -> VideoInfo:
+def probe_video(
+    uri: str, fs: Any = None, *, check_tail: bool = True, salvage: bool = False
+) -> VideoInfo:
     """Probe ``uri`` (any fsspec URI or local path) and check that it decodes.
 
     Decodes the first frame (codec support, rotation) and, with ``check_tail``, the last GOP
-    (truncation). Raises ``SampleError`` with the kind that explains the failure.
+    (truncation). Raises ``SampleError`` with the kind that explains the failure. With
+    ``salvage``, a file that is damaged but still decodes (a cut-off tail) is returned with a
+    ``salvage`` note instead of a ``truncated`` error; ``num_frames`` then counts the frames up
+    to the last one that decodes there. Corrupt packets before the first frame are skipped
+    either way (and noted).
     """
     fs, path = resolve(uri, fs)
     size = check_file(fs, path, uri)
@@ -274,7 +286,7 @@ def probe_video(uri: str, fs: Any = None, *, check_tail: bool = True) -> VideoIn
         stream = video_stream(container, uri)
         codec = codec_name(stream)
         fps = stream_fps(stream)
-        first = _first_frame(container, stream, uri)
+        first, head_note = _first_frame(container, stream, uri)
         rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
         num_frames = int(stream.frames or 0)
         if stream.duration and stream.time_base:
@@ -283,10 +295,16 @@ def probe_video(uri: str, fs: Any = None, *, check_tail: bool = True) -> VideoIn
             duration_s = container.duration / 1_000_000  # AV_TIME_BASE
         else:
             duration_s = 0.0
-        if check_tail:
-            _check_tail(container, stream, fps, uri)
+        tail_note, last_time = (
+            _check_tail(container, stream, fps, uri) if check_tail else ("", -1.0)
+        )
+    if tail_note and not salvage:
+        raise SampleError(ErrorKind.TRUNCATED, f"{uri} ends early: {tail_note}", stage=STAGE)
     if num_frames <= 0:
         num_frames = _count_packets(fs, path, uri)
+    if tail_note and last_time >= 0 and fps:
+        num_frames = min(num_frames, int(round(last_time * float(fps))) + 1)
+        duration_s = num_frames / float(fps)
     if duration_s <= 0 and fps:
         duration_s = float(num_frames / fps)
     w, h = first.width, first.height
@@ -302,5 +320,6 @@ def probe_video(uri: str, fs: Any = None, *, check_tail: bool = True) -> VideoIn
         codec=codec,
         rotation=rotation,
         size_bytes=size,
-        backend=auto_backend(fs, codec),
+        backend="pyav" if tail_note or head_note else auto_backend(fs, codec),
+        salvage="; ".join(n for n in (head_note, tail_note and f"truncated: {tail_note}") if n),
     )

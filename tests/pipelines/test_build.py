@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import CLIPS_V1, ERRORS_V1
+from datasets_spec import CLIPS, ERRORS_V1
 from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build, build_main
 from pipelines.dataset.validate import validate
@@ -175,7 +175,8 @@ def test_shards_validate_load_with_datasets_and_carry_provenance(built):
     assert report.ok, report.format()
     files = [str(p) for p in _shards(built["root"], "clips")]
     ds = load_dataset("parquet", data_files=files, split="train")
-    assert ds.num_rows == 10 and set(ds.column_names) == set(CLIPS_V1.column_names)
+    assert ds.num_rows == 10 and set(ds.column_names) == set(CLIPS.column_names)
+    assert CLIPS.id == "clips/v2" and ds[0]["preview"]["bytes"][:2] == b"\xff\xd8"  # a JPEG
     for path in files:
         f = pq.ParquetFile(path)
         prov = read_provenance(f.schema_arrow)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import ERRORS_V1, PAIRS_V1
+from datasets_spec import ERRORS_V1, PAIRS
 from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build
 from pipelines.config import BuildConfig, load_build_config
@@ -142,12 +142,12 @@ def test_shards_validate_load_with_datasets_and_carry_provenance(built):
 
     files = _shards(built["root"], "pairs")
     ds = load_dataset("parquet", data_files=[str(p) for p in files], split="train")
-    assert ds.num_rows == 6 and set(ds.column_names) == set(PAIRS_V1.column_names)
+    assert ds.num_rows == 6 and set(ds.column_names) == set(PAIRS.column_names)
     for path in files:
         f = pq.ParquetFile(path)
-        PAIRS_V1.validate(f.read())
+        PAIRS.validate(f.read())
         prov = read_provenance(f.schema_arrow)
-        assert set(REQUIRED) <= set(prov) and prov["spec"] == "pairs/v1"
+        assert set(REQUIRED) <= set(prov) and prov["spec"] == "pairs/v2"
         assert prov["build_kind"] == "pairs" and "black_latent" not in prov
         assert prov["text"]["prompt_policy"]["instruction_prefix"] == PREFIX
         assert prov["frame_policy"]["max_frames"] == MAX_FRAMES

@@ -67,9 +67,10 @@ def cases(tmp_path_factory) -> list[tuple[str, list[int], int]]:
         ShotConfig(),
         ShotConfig(preset="fast", downscale_width=48),  # exercises the downscaling path
         ShotConfig(preset="accurate"),
+        ShotConfig(detector="content"),
         ShotConfig(detector="adaptive"),
     ],
-    ids=["fast", "fast-w48", "accurate", "adaptive"],
+    ids=["fast", "fast-w48", "accurate", "content", "adaptive"],
 )
 def test_f1_of_detected_cuts(cases, cfg):
     tp = fp = fn = 0
@@ -132,7 +133,7 @@ def test_fast_and_accurate_presets_agree(cases, tmp_path):
 
 def test_fast_path_matches_ffmpeg_scaler(tmp_path):
     """The plane-wise area downscale gives the same picture as FFmpeg's scale+convert."""
-    from sama.video.shots import _i420_to_small_bgr
+    from sama.video.detector_input import i420_to_small_bgr as _i420_to_small_bgr
 
     path = tmp_path / "wide.mp4"
     _write_case(path, [5], (330, 186), 6, 0)
@@ -204,7 +205,7 @@ def test_zero_decoded_frames_is_an_error_not_no_shots(tmp_path):
 def test_single_shot_video_is_one_shot(tmp_path):
     path = tmp_path / "one.mp4"
     assert write_shot_video(path, [47], size=(96, 64), fps=25) == []
-    for detector in ("content", "adaptive"):
+    for detector in ("transitions", "content", "adaptive"):
         shots = detect_shots(str(path), ShotConfig(detector=detector))
         assert shots == [Shot(0, 0, 47, 0.0, 47 / 25)]
 
@@ -237,6 +238,13 @@ def test_shot_bounds():
         {"max_shot_frames": 10},  # below min_shot_frames (15)
         {"downscale_width": 8},
         {"decode_threads": -1},
+        {"cut_threshold": 0.0},
+        {"jump_ratio": 1.0},
+        {"blend_threshold": 300.0},
+        {"blend_residual": 0.5},
+        {"flat_std": -1.0},
+        {"transition_margin": 9},
+        {"max_transition_frames": 2},
     ],
 )
 def test_invalid_config_fails_fast(change, cases):
@@ -252,9 +260,13 @@ def test_describe_names_everything_that_changes_cuts():
     import scenedetect
 
     fast = ShotConfig().describe()
-    assert f"scenedetect-{scenedetect.__version__}" in fast
-    assert "content(threshold=27" in fast and "fast(width=256, skip_loop_filter)" in fast
-    assert "fast(width=256)" in ShotConfig(skip_loop_filter=False).describe()
+    assert fast.startswith("sama-transitions-v1(cut=12, jump_ratio=3, blend=16/0.25")
+    assert "fast(side=64, skip_loop_filter)" in fast
+    assert "cut=20" in ShotConfig(cut_threshold=20).describe()
+    assert "fast(width=96)" in ShotConfig(skip_loop_filter=False, downscale_width=96).describe()
+    content = ShotConfig(detector="content").describe()
+    assert f"scenedetect-{scenedetect.__version__}" in content
+    assert "content(threshold=27" in content and "fast(width=256, skip_loop_filter)" in content
     adaptive = ShotConfig(detector="adaptive", preset="accurate", max_shot_frames=100).describe()
     assert "adaptive(adaptive_threshold=3" in adaptive
     assert "accurate" in adaptive and "max_shot_frames=100" in adaptive
