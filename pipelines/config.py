@@ -22,6 +22,8 @@ from sama.captioner import CaptionConfig
 from sama.config import check, load_config, to_dict
 from sama.encoders.config import SiglipConfig, TextEncoderConfig, VAEConfig
 from sama.errors import ConfigError
+from sama.filters import FilterConfig
+from sama.video.clean_clip import GuardConfig
 from sama.video.frames import is_valid_num_frames
 from sama.video.shots import ShotConfig
 
@@ -138,6 +140,8 @@ class BuildConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     clips: ClipsConfig = field(default_factory=ClipsConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)  # the clean-clip guard
+    filters: FilterConfig = field(default_factory=FilterConfig)  # clip filters
     caption: CaptionSourceConfig = field(default_factory=CaptionSourceConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     siglip: SiglipConfig = field(default_factory=SiglipConfig)
@@ -235,7 +239,8 @@ _RUNTIME_FIELDS = {
     "models_dir": None,
 }
 # Sections that only one kind of build reads: left out of the other kind's fingerprint.
-_KIND_SECTIONS = {"clips": ("shots", "clips", "caption"), "pairs": ("pairs", "judge")}
+_KIND_SECTIONS = {"clips": ("shots", "clips", "guard", "filters", "caption"),
+                  "pairs": ("pairs", "judge")}  # fmt: skip
 
 
 def output_fingerprint(cfg: BuildConfig) -> dict:

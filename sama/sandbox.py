@@ -66,6 +66,7 @@ class ShmRef:
     path: str
     shape: tuple[int, ...]
     dtype: str
+    offset: int = 0  # bytes into the mapping where the array starts (a slice of a buffer)
 
 
 class JobContext:
@@ -121,14 +122,15 @@ class JobContext:
         if isinstance(item, list | tuple):
             return type(item)(self.export(v) for v in item)
         if isinstance(item, np.ndarray):
-            key = self._shared_root(item)
-            if key is not None:  # the array, or a leading slice of it (a clip's first frames)
+            found = self._shared_root(item)
+            if found is not None:  # the array, or a contiguous slice of it (a clip's frames)
+                key, offset = found
                 path, _ = self._pending.pop(key)
-                return ShmRef(path, tuple(item.shape), item.dtype.str)
+                return ShmRef(path, tuple(item.shape), item.dtype.str, offset)
         return item
 
-    def _shared_root(self, arr: np.ndarray) -> int | None:
-        """The key of the shared mapping ``arr`` starts at (C-contiguous), or None."""
+    def _shared_root(self, arr: np.ndarray) -> tuple[int, int] | None:
+        """(key, byte offset) of the shared mapping ``arr`` lies in (C-contiguous), or None."""
         base: Any = arr
         while isinstance(base, np.ndarray):
             base = base.base
@@ -137,7 +139,8 @@ class JobContext:
         entry = self._pending.get(id(base)) if isinstance(base, mmap.mmap) else None
         if entry is None or not arr.flags.c_contiguous:
             return None
-        return id(base) if arr.__array_interface__["data"][0] == entry[1] else None
+        offset = arr.__array_interface__["data"][0] - entry[1]
+        return (id(base), offset) if offset >= 0 and offset + arr.nbytes <= len(base) else None
 
     def discard(self) -> None:
         """Remove the shared files of arrays that were never yielded (child side)."""
@@ -160,7 +163,8 @@ def _import_refs(item: Any) -> Any:
             buf = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
         os.unlink(item.path)
         count = int(np.prod(item.shape))
-        return np.frombuffer(buf, dtype=np.dtype(item.dtype), count=count).reshape(item.shape)
+        arr = np.frombuffer(buf, dtype=np.dtype(item.dtype), count=count, offset=item.offset)
+        return arr.reshape(item.shape)
     return item
 
 

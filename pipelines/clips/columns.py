@@ -28,6 +28,8 @@ INTERNAL: tuple[Column, ...] = (
     _c("video_rotation", pa.int32(), "display rotation of the source", "probe"),
     _c("video_size_bytes", pa.int64(), "file size of the source", "probe"),
     _c("video_backend", pa.string(), "decoder chosen for the source", "probe"),
+    _c("video_salvage", pa.string(), "what of a damaged source is still usable (\"\" if sound)",
+       "probe"),  # fmt: skip
     _c("shot_starts", pa.list_(pa.int64()), "first frame of each shot", "detect_shots"),
     _c("shot_ends", pa.list_(pa.int64()), "end frame (exclusive) of each shot", "detect_shots"),
     _c("frames", pa.large_binary(), "clip frames, uint8 T,H,W,3 raw bytes", "make_clips"),

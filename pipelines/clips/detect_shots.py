@@ -1,7 +1,8 @@
 """DetectShots: cut each video into shots (``sama.video.shots``), first pass of two.
 
-IN: ``source_uri``. OUT: ``shot_starts``, ``shot_ends`` and ``shot_detector`` (detector and
-thresholds, clips/v1). Fan-out 1:1 (the shot list stays one row: the clip maker streams each
+IN: ``source_uri``, ``video_salvage``. OUT: ``shot_starts``, ``shot_ends`` (transition and
+damaged frames lie between shots), ``shot_detector`` (detector and thresholds) and
+``video_salvage`` (the probe's note and what the decode skipped). Fan-out 1:1 (the shot list stays one row: the clip maker streams each
 video once over all its shots). Resources: 1 CPU task (``engine.shots``), the detection in the
 decode sandbox (``sama.video.cutting.detect_job``).
 """
@@ -17,8 +18,8 @@ class DetectShots(Stage):
     name = "detect_shots"
     engine_key = "shots"
     registry = CLIP_COLUMNS
-    inputs = clip_columns("source_uri")
-    outputs = ("shot_starts", "shot_ends", *clip_columns("shot_detector"))
+    inputs = (*clip_columns("source_uri"), "video_salvage")
+    outputs = ("shot_starts", "shot_ends", *clip_columns("shot_detector"), "video_salvage")
 
     @classmethod
     def enabled(cls, cfg) -> bool:
@@ -30,7 +31,8 @@ class DetectShots(Stage):
     def _detect(self, row: Row) -> Row:
         uri = row["source_uri"]
         kwargs = dict(uri=uri, storage_options=self.cfg.input.storage_options, shots=self.cfg.shots)
-        (shots,) = run_job("sama.video.cutting:detect_job", kwargs, self.cfg.budget.for_uri(uri),
+        (shots,) = run_job("sama.video.cut_jobs:detect_job", kwargs, self.cfg.budget.for_uri(uri),
                            self.name)  # fmt: skip
+        note = "; ".join(n for n in (row["video_salvage"], shots["salvage"]) if n)
         return {"shot_starts": shots["starts"], "shot_ends": shots["ends"],
-                "shot_detector": self.cfg.shots.describe()}  # fmt: skip
+                "shot_detector": self.cfg.shots.describe(), "video_salvage": note}  # fmt: skip

@@ -27,6 +27,7 @@ from pipelines.engine.driver import BuildKind, redacted_config
 from pipelines.engine.resume import BuildState
 from pipelines.engine.stage import ACCOUNTING_COLUMNS, ERROR_COLUMNS, Stage
 from pipelines.engine.writer import RecordKind
+from sama.config import to_dict
 from sama.errors import ConfigError
 from sama.video.buckets import buckets_for
 from sama.video.frames import latent_num_frames
@@ -76,6 +77,8 @@ def provenance(cfg: BuildConfig, described: dict) -> dict:
             "stride": 1,
             "fps_resampling": False,
             "shot_detector": cfg.shots.describe(),
+            "clean_clip_guard": to_dict(cfg.guard),
+            "filters": cfg.filters.describe(),
         },
         "resolution_policy": {
             "resolution": c.resolution,

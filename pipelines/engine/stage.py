@@ -169,10 +169,11 @@ def check_plan(
 
 
 def check_rows(stage: Stage, rows: Rows, batch_size: int) -> None:
-    """Strict mode: a good row carries exactly the stage's outputs; an error row only error
-    fields (and row accounting); every row names a parent of the batch."""
+    """Strict mode: a good row carries exactly the stage's outputs; an error row its error
+    fields and some of the stage's outputs (row accounting, the id of a clip it dropped);
+    every row names a parent of the batch."""
     want = set(stage.outputs)
-    allowed_error = set(ERROR_COLUMNS) | set(ACCOUNTING_COLUMNS) & want
+    allowed_error = set(ERROR_COLUMNS) | want
     for i, row in enumerate(rows):
         parent = row.get(PARENT)
         if not isinstance(parent, int) or not 0 <= parent < batch_size:

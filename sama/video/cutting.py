@@ -1,34 +1,31 @@
-"""Clips out of a video: which frames (plans), how they are cut (one or two decodes), their stats.
+"""Clips out of a video: which frames (plans), how a candidate clip is finished (the clean-clip
+guard, the filters), and the single-pass shot cutter.
 
 SAMA.md §1: a clip is the first F = 4k+1 contiguous frames of a shot (or, with ``multi``,
 back-to-back clips), cover-resized and centre-cropped to the aspect bucket nearest the video's.
-The build's clip stages (``pipelines/clips/``) run the jobs below in a killable child process
-(``sama.sandbox``), so they are plain generators here: ``job(ctx, **kwargs)`` yields dicts.
+Shots lie between the boundaries the detector reports (``sama.video.boundaries``: cuts, jump
+cuts, dissolves, fades, wipes, and damage a salvaged decode skipped); transition frames belong
+to no shot, so no clip spans one. A candidate clip is then checked on its own frames
+(``finish_clip``: ``sama.video.clean_clip.guard_clip`` trims or drops it when a boundary the
+detector missed shows; ``sama.filters.check_clip`` drops static, black, blown-out, short or
+shaking clips), and what is dropped is returned with its reason, to become an error row.
 
-- ``probe_job``: size, fps, frames, codec; too short / too large / no frame rate are errors.
-- ``cut_job`` (single pass): one decode feeds the shot detector (low-resolution frames) and,
-  for the frames of the current shot's first clip, the bucket-size conversion, which FFmpeg's
-  scaler does while converting to RGB (``bucket_frame``: no full-resolution RGB frame, no second
-  resize in Python). Memory: one clip at bucket size (in shared memory, ``ctx.alloc``) plus the
-  last ``lag`` raw frames: a detector may report a cut a few frames late, so a frame is assigned
-  to a shot only once no cut can still be reported before it; a later report costs a re-decode
-  of that one clip (``take_clip``), never a wrong clip.
-- ``detect_job`` + ``make_job`` (two passes): shots first, then the clips of every shot decoded
-  as runs (a gap longer than ``seek_gap_frames`` is a seek), for ``long_shot=multi``.
-
-Legend: ``frame_HWC`` one RGB frame at the bucket size, ``clip_THWC`` a clip of them.
+The build runs the jobs of ``sama.video.cut_jobs`` in the decode sandbox; this module is their
+pure parts. Legend: ``frame_HWC`` one RGB frame at the bucket size, ``clip_THWC`` a clip.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from sama.errors import ErrorKind, SampleError
+from sama.filters import FilterConfig, check_clip
+from sama.video.clean_clip import GuardConfig, guard_clip
 from sama.video.frames import clip_starts, floor_4k1
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601
@@ -120,34 +117,48 @@ def bucket_frame(frame: Any, reformatter: Any, bucket: tuple[int, int]) -> np.nd
     return upright_rgb(frame, reformatter, plan.resized)[y0:y1, x0:x1]
 
 
-# ---- jobs (run in the sandbox) --------------------------------------------------------------
-def probe_job(ctx: Any, uri: str, storage_options: dict, shortest_clip: int, max_pixels: int,
-              max_frames: int, stage: str = "probe") -> Iterator[dict]:  # fmt: skip
-    """One dict: ``VideoInfo`` fields; bad files, short/huge videos are ``SampleError``s."""
-    from sama.video.probe import probe_video
-
-    info = probe_video(uri, fs=input_fs(uri, storage_options))
-    if info.width * info.height > max_pixels:
-        raise SampleError(ErrorKind.TOO_LARGE, f"{info.width}x{info.height} is more than "
-                          f"budget.max_pixels={max_pixels}", stage=stage)  # fmt: skip
-    if info.num_frames > max_frames:
-        raise SampleError(ErrorKind.TOO_LARGE, f"{info.num_frames} frames is more than "
-                          f"budget.max_frames={max_frames}", stage=stage)  # fmt: skip
-    if info.num_frames < shortest_clip:
-        raise SampleError(ErrorKind.TOO_SHORT, f"{info.num_frames} frames, a clip needs at least "
-                          f"{shortest_clip}", stage=stage)  # fmt: skip
-    if info.fps <= 0:
-        raise SampleError(ErrorKind.NOT_A_VIDEO, "no frame rate", stage=stage)
-    yield info.to_dict()
 
 
-def input_fs(uri: str, storage_options: dict) -> Any:
-    """The fsspec filesystem for ``uri`` when storage options are set, else None (default)."""
-    if not storage_options:
-        return None
-    import fsspec
+@dataclass(frozen=True)
+class CutSpec:
+    """What finishing a clip needs (picklable: it crosses into the decode sandbox)."""
 
-    return fsspec.core.url_to_fs(uri, **storage_options)[0]
+    num_frames: int
+    min_frames: int  # 0: only full-length clips
+    bucket: tuple[int, int]
+    fps: float
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+
+    @property
+    def shortest(self) -> int:
+        return self.min_frames or self.num_frames
+
+    def clip_length(self, shot_length: int) -> int:
+        """Frames of the clip a shot of ``shot_length`` frames gives (0: none)."""
+        if shot_length >= self.num_frames:
+            return self.num_frames
+        return floor_4k1(shot_length) if self.min_frames and shot_length >= self.min_frames else 0
+
+
+def finish_clip(plan: ClipPlan, clip_THWC: np.ndarray, spec: CutSpec) -> dict:
+    """A candidate clip, checked: ``{"plan", "frames", "luma", "motion", "trim"}`` to keep
+    (trimmed by the guard: ``trim`` says why, and ``plan`` is the kept part), or
+    ``{"plan", "drop": (kind, stage, message)}`` for its error row."""
+    guard = guard_clip(clip_THWC, spec.shortest, spec.guard)
+    trim = None
+    if guard.action != "keep":
+        n = floor_4k1(guard.keep_end - guard.keep_start)
+        if guard.action == "drop" or n < spec.shortest:
+            return {"plan": plan, "drop": (ErrorKind.NOT_CLEAN.value, "clean_clip", guard.reason)}
+        clip_THWC = clip_THWC[guard.keep_start : guard.keep_start + n]
+        plan = replace(plan, start=plan.start + guard.keep_start, num_frames=n)
+        trim = guard.reason
+    luma, motion = clip_stats(clip_THWC)
+    filtered = check_clip(luma, motion, plan.num_frames, spec.fps, spec.filters)
+    if filtered is not None:
+        return {"plan": plan, "drop": (filtered[0].value, "filter", filtered[1])}
+    return {"plan": plan, "frames": clip_THWC, "luma": luma, "motion": motion, "trim": trim}
 
 
 @dataclass
@@ -162,17 +173,19 @@ class ShotClip:
 
 @dataclass
 class ShotCutter:
-    """Feeds frames to a shot detector; keeps the first ``window`` frames of each shot.
+    """Feeds frames to a boundary detector; keeps the first ``window`` frames of each shot.
 
     ``push(i, raw)`` / ``finish(n)`` return the shots that ended. ``to_small(raw)`` is the
     detector's input, ``to_clip(raw)`` the frame at bucket size (called once per kept frame),
-    ``alloc(n)`` a buffer for ``n`` frames at bucket size.
+    ``alloc(n)`` a buffer for ``n`` frames at bucket size. A detector reports a boundary at the
+    latest ``lag`` frames after its last frame, so a frame is assigned to the current shot only
+    once it is ``lag`` frames old; a boundary whose start lies behind frames already assigned
+    (a gradual one measured whole) cuts the shot back to its start. Frames of a boundary belong
+    to no shot; indices may jump (frames a salvaged decode lost: the detector reports the gap).
     """
 
     detector: Any
-    rate: Any
     window: int
-    lag: int
     to_small: Callable[[Any], Any]
     to_clip: Callable[[Any], np.ndarray]
     alloc: Callable[[int], np.ndarray]
@@ -181,168 +194,46 @@ class ShotCutter:
 
     def __post_init__(self) -> None:
         self.shot = ShotClip(0, 0)
+        self.lag = int(self.detector.lag)
 
     def push(self, i: int, raw: Any) -> list[ShotClip]:
-        from scenedetect import FrameTimecode
-
         self.recent.append((i, raw))
-        cuts = self.detector.process_frame(FrameTimecode(i, self.rate), self.to_small(raw))
-        done = [s for tc in cuts for s in self._cut(tc.frame_num)]
+        done = [s for b in self.detector.push(i, self.to_small(raw)) for s in self._boundary(b)]
         while self.recent and self.recent[0][0] < i - self.lag:
             self._assign(*self.recent.popleft())
         return done
 
     def finish(self, num_frames: int) -> list[ShotClip]:
-        from scenedetect import FrameTimecode
-
-        tail = self.detector.post_process(FrameTimecode(num_frames, self.rate))
-        done = [s for tc in tail if tc.frame_num < num_frames for s in self._cut(tc.frame_num)]
+        done = [s for b in self.detector.finish(num_frames) if b.start < num_frames
+                for s in self._boundary(b)]  # fmt: skip
         while self.recent:
             self._assign(*self.recent.popleft())
         self.shot.end = num_frames
-        return [*done, self.shot]
+        return [*done, self.shot] if num_frames > self.shot.start else done
 
     def _assign(self, j: int, raw: Any) -> None:
         """Frame ``j`` belongs to the current shot for good: keep it if it is in the window."""
         s = self.shot
-        if j < s.start + self.window and j == s.start + s.filled:
+        if s.start <= j < s.start + self.window and j == s.start + s.filled:
             if s.frames is None:
                 s.frames = self.alloc(self.window)
             s.frames[s.filled] = self.to_clip(raw)
             s.filled += 1
 
-    def _cut(self, c: int) -> list[ShotClip]:
+    def _boundary(self, b: Any) -> list[ShotClip]:
         old = self.shot
-        if c <= old.start:
-            return []
-        while self.recent and self.recent[0][0] < c:
+        while self.recent and self.recent[0][0] < b.start:
             self._assign(*self.recent.popleft())
-        old.end = c
-        keep = c - old.start  # frames >= c assigned too early (a very late cut) move over
-        new = ShotClip(c, c)
-        if old.filled > keep:
+        while self.recent and self.recent[0][0] < b.end:  # inside the boundary: no shot's
+            self.recent.popleft()
+        old.end = max(old.start, b.start)
+        had, keep = old.filled, max(0, b.start - old.start)
+        new = ShotClip(b.end, b.end)
+        late = had - (b.end - old.start)  # frames >= b.end assigned too early (a late report)
+        if late > 0:
             new.frames = self.alloc(self.window)
-            moved = old.filled - keep
-            new.frames[:moved] = old.frames[keep : old.filled]
-            new.filled, old.filled = moved, keep
+            new.frames[:late] = old.frames[had - late : had]
+            new.filled = late
+        old.filled = min(had, keep)
         self.shot = new
-        return [old]
-
-
-def cut_job(ctx: Any, uri: str, storage_options: dict, shots: Any, num_frames: int,
-            min_frames: int, bucket: tuple[int, int], stage: str = "cut_clips") -> Iterator[dict]:  # fmt: skip
-    """Single pass: ``{"plan", "frames", "luma", "motion"}`` per clip as its shot ends, then
-    ``{"shot_lengths", "total", "redecoded"}``."""
-    import av
-    from av.video.reformatter import VideoReformatter
-
-    from sama.video.probe import open_container, resolve, stream_fps, video_stream
-    from sama.video.shots import frame_converter, make_detector
-
-    fs, path = resolve(uri, input_fs(uri, storage_options))
-    reformatter = VideoReformatter()
-    w, h = bucket
-    lengths, index, redecoded, n = [], 0, 0, 0
-    with open_container(fs, path, uri, stage=stage) as container:
-        stream = video_stream(container, uri, stage=stage)
-        stream.codec_context.thread_type = "SLICE" if shots.decode_threads == 1 else "AUTO"
-        stream.codec_context.thread_count = shots.decode_threads
-        cutter = ShotCutter(make_detector(shots), stream_fps(stream), num_frames,
-                            shots.min_shot_frames + 8, frame_converter(shots),
-                            lambda raw: bucket_frame(raw, reformatter, bucket),
-                            lambda k: ctx.alloc((k, h, w, 3)))  # fmt: skip
-
-        def clips(done: list[ShotClip]) -> Iterator[dict]:
-            nonlocal index, redecoded
-            for shot in done:
-                lengths.append(shot.end - shot.start)
-                clip = _shot_clip(ctx, uri, storage_options, index, shot, num_frames, min_frames, bucket)
-                index += 1
-                if clip is not None:
-                    redecoded += clip.pop("redecoded")
-                    yield clip
-
-        try:
-            for n, raw in enumerate(container.decode(stream), start=1):
-                ctx.check()
-                yield from clips(cutter.push(n - 1, raw))
-        except av.error.FFmpegError as e:
-            raise SampleError(ErrorKind.DECODE_ERROR, f"{uri}: decoding failed after {n} frames: "
-                              f"{e}", stage=stage) from e  # fmt: skip
-        if n == 0:
-            raise SampleError(ErrorKind.DECODE_ERROR, f"{uri}: decoded 0 frames", stage=stage)
-        yield from clips(cutter.finish(n))
-    yield {"shot_lengths": lengths, "total": n, "redecoded": redecoded, "decoded": n}
-
-
-def _shot_clip(ctx: Any, uri: str, storage_options: dict, index: int, shot: ShotClip,
-               num_frames: int, min_frames: int, bucket: tuple[int, int]) -> dict | None:  # fmt: skip
-    length = shot.end - shot.start
-    if length >= num_frames:
-        n = num_frames
-    elif min_frames and length >= min_frames:
-        n = floor_4k1(length)
-    else:
-        return None
-    plan = ClipPlan(index, 0, shot.start, shot.end, shot.start, n)
-    if shot.filled >= n:
-        clip_THWC, redecoded = shot.frames[:n], 0
-    else:  # a cut reported later than the lag: decode this clip again
-        frames = stream_frames(uri, storage_options, None, shot.start, n)
-        clip_THWC, redecoded = take_clip(ctx, frames, plan, bucket), n
-    luma, motion = clip_stats(clip_THWC)
-    return {"plan": plan, "frames": clip_THWC, "luma": luma, "motion": motion, "redecoded": redecoded}
-
-
-def stream_frames(uri: str, storage_options: dict, info: Any, start: int,
-                  count: int) -> Iterator[tuple[int, np.ndarray]]:  # fmt: skip
-    """``(index, frame_HWC)`` for frames ``start .. start+count-1`` of the video."""
-    from sama.video.decode import iter_frames
-
-    frames = iter_frames(uri, start=start, count=count, info=info, fs=input_fs(uri, storage_options))
-    return enumerate(frames, start=start)
-
-
-def take_clip(ctx: Any, frames: Iterator[tuple[int, np.ndarray]], plan: ClipPlan,
-              bucket: tuple[int, int]) -> np.ndarray:  # fmt: skip
-    """Consume the stream up to the end of ``plan``; its frames resized into the bucket."""
-    from sama.video.buckets import resize_crop
-
-    w, h = bucket
-    clip_THWC = ctx.alloc((plan.num_frames, h, w, 3))
-    got = 0
-    for idx, frame_HWC in frames:
-        if idx >= plan.start:
-            ctx.check()
-            clip_THWC[idx - plan.start] = resize_crop(frame_HWC, bucket)
-            got += 1
-        if idx + 1 >= plan.end:
-            break
-    if got < plan.num_frames:
-        raise SampleError(ErrorKind.TRUNCATED, f"the video ended after {got} of the "
-                          f"{plan.num_frames} frames of the clip at frame {plan.start}",
-                          stage="decode")  # fmt: skip
-    return clip_THWC
-
-
-def detect_job(ctx: Any, uri: str, storage_options: dict, shots: Any) -> Iterator[dict]:
-    """Two-pass, first pass: ``{"starts", "ends"}`` of every shot."""
-    from sama.video.shots import detect_shots
-
-    found = detect_shots(uri, shots, fs=input_fs(uri, storage_options), check=ctx.check)
-    yield {"starts": [s.start_frame for s in found], "ends": [s.end_frame for s in found]}
-
-
-def make_job(ctx: Any, uri: str, storage_options: dict, info: dict, plans: list[ClipPlan],
-             bucket: tuple[int, int], seek_gap_frames: int) -> Iterator[dict]:  # fmt: skip
-    """Two-pass, second pass: ``{"plan", "frames", "luma", "motion"}`` per planned clip, in
-    frame order, each run of clips decoded as one stream."""
-    from sama.video.probe import VideoInfo
-
-    video = VideoInfo(**info)
-    for run in decode_runs(plans, seek_gap_frames):
-        frames = stream_frames(uri, storage_options, video, run[0].start, run[-1].end - run[0].start)
-        for plan in run:
-            clip_THWC = take_clip(ctx, frames, plan, bucket)
-            luma, motion = clip_stats(clip_THWC)
-            yield {"plan": plan, "frames": clip_THWC, "luma": luma, "motion": motion}
+        return [old] if old.end > old.start else []

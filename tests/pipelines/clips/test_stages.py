@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import CLIPS_V1
+from datasets_spec import CLIPS as CLIPS_SPEC
 from pipelines.clips.columns import CLIP_COLUMNS, REQUIRED_CLIP_COLUMNS
 from pipelines.clips.detect_shots import DetectShots
 from pipelines.clips.list_inputs import OUTPUTS, list_inputs
@@ -34,6 +34,7 @@ from pipelines.engine.listing import write_inputs
 from pipelines.engine.stage import Stage, check_plan
 from pipelines.engine.writer import data_table
 from sama.errors import ConfigError, FatalError
+from sama.video.boundaries import Boundary
 from sama.video.cutting import ShotCutter, clip_stats, decode_runs, plan_clips
 from tests.pipelines.helpers import CONFIGS, demo_config, tiny_models
 
@@ -111,11 +112,11 @@ def test_each_stage_produces_exactly_its_declared_columns(decode, shot_video, mo
     clips = good(table).to_pylist()
     assert [r["clip_id"] for r in clips] == ["v-s000-c00", "v-s001-c00", "v-s002-c00"]
     announced = [r["input_rows"] for r in clips]  # single pass: the last row announces
-    assert announced == ([0, 0, 3] if decode == "single_pass" else [3, 3, 3])
+    assert announced == [0, 0, 3]  # both paths: the last row announces
     assert all(r["row_weight"] == 1 for r in clips)
     assert "frames" not in table.column_names  # EncodeClipLatents dropped them
     assert set(REQUIRED_CLIP_COLUMNS) <= set(table.column_names)
-    CLIPS_V1.validate(data_table(good(table), CLIPS_V1))
+    CLIPS_SPEC.validate(data_table(good(table), CLIPS_SPEC))
     r = clips[0]
     assert r["latents_shape"] == [16, 5, 10, 10] and r["anchor_tokens_shape"][:2] == [1, 65]
     assert r["text_prompts"][0] == "a square moves" and len(r["text_prompts"]) == 4
@@ -198,8 +199,9 @@ def test_make_clips_keeps_made_clips_and_accounts_for_the_rest(shot_video, tmp_p
     ok, err = good(out).to_pylist(), bad(out).to_pylist()
     assert len(ok) == 3 and len(err) == 1
     assert (err[0]["error_kind"], err[0]["error_stage"]) == ("truncated", "make_clips")
-    assert err[0]["row_weight"] == 1 and {r["input_rows"] for r in ok + err} == {4}
-    assert sum(r["row_weight"] for r in ok + err) == 4
+    rows = out.to_pylist()  # in the order made: the last row announces the video's count
+    assert err[0]["row_weight"] == 1 and [r["input_rows"] for r in rows] == [0, 0, 0, 4]
+    assert sum(r["row_weight"] for r in rows) == 4
     assert frames(ok[1]).shape == (17, 80, 80, 3)  # 64x64 -> the square bucket at 64p
     none = shots.set_column(shots.schema.get_field_index("shot_starts"), "shot_starts",
                             pa.array([[0, 80]] * n, pa.list_(pa.int64())))  # fmt: skip
@@ -213,20 +215,16 @@ def test_make_clips_keeps_made_clips_and_accounts_for_the_rest(shot_video, tmp_p
 
 
 class _LateDetector:
-    """Reports each cut ``delay`` frames after it happens (like AdaptiveDetector's window)."""
+    """Reports each cut ``delay`` frames after it happens (a boundary detector's contract)."""
 
-    def __init__(self, cuts: list[int], delay: int) -> None:
-        self.cuts, self.delay = cuts, delay
+    def __init__(self, cuts: list[int], delay: int, lag: int) -> None:
+        self.cuts, self.delay, self.lag = cuts, delay, lag
 
-    def process_frame(self, tc, frame):
-        from types import SimpleNamespace
+    def push(self, i, frame):
+        return [Boundary(c, c, "cut") for c in self.cuts if c + self.delay == i]
 
-        return [SimpleNamespace(frame_num=c) for c in self.cuts if c + self.delay == tc.frame_num]
-
-    def post_process(self, tc):
-        from types import SimpleNamespace
-
-        return [SimpleNamespace(frame_num=c) for c in self.cuts if c + self.delay >= tc.frame_num]
+    def finish(self, n):
+        return [Boundary(c, c, "cut") for c in self.cuts if c + self.delay >= n]
 
 
 @pytest.mark.parametrize("delay", [0, 2, 9])
@@ -241,8 +239,7 @@ def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
         allocs.append(k)
         return np.full(k, -1)
 
-    cutter = ShotCutter(_LateDetector(cuts, delay), 24.0, window, lag, lambda f: f, lambda f: f,
-                        alloc)  # fmt: skip
+    cutter = ShotCutter(_LateDetector(cuts, delay, lag), window, lambda f: f, lambda f: f, alloc)
     shots = [s for i in range(n) for s in cutter.push(i, i)] + cutter.finish(n)
     assert [(s.start, s.end) for s in shots] == [(0, 10), (10, 30), (30, 34), (34, 50)]
     for s in shots:
@@ -252,6 +249,26 @@ def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
         if delay <= lag:
             assert got == want
     assert set(allocs) == {window} and len(allocs) <= len(shots)
+
+
+def test_shot_cutter_leaves_the_frames_of_a_gradual_boundary_to_no_shot():
+    """A dissolve [20, 32) reported late (its start far behind the frames already kept): the
+    shot before ends at 20, the next starts at 32, and no kept frame lies inside."""
+
+    class Dissolve:
+        lag = 12
+
+        def push(self, i, frame):
+            return [Boundary(20, 32, "dissolve")] if i == 40 else []
+
+        def finish(self, n):
+            return []
+
+    cutter = ShotCutter(Dissolve(), 30, lambda f: f, lambda f: f, lambda k: np.full(k, -1))
+    shots = [s for i in range(60) for s in cutter.push(i, i)] + cutter.finish(60)
+    assert [(s.start, s.end) for s in shots] == [(0, 20), (32, 60)]
+    assert shots[0].frames[: shots[0].filled].tolist() == list(range(20))
+    assert shots[1].frames[: shots[1].filled].tolist() == list(range(32, 60))
 
 
 def test_single_pass_and_two_pass_cut_the_same_clips(sample_set, tmp_path):
@@ -418,7 +435,7 @@ def test_shipped_configs_load(models):
     assert demo.vae.model_id == f"{models}/wan" and demo.clips.num_frames == 17
     pairs = load_build_config(CONFIGS / "build_demo_pairs.yaml", [f"models_dir={models}"])
     assert pairs.input.kind == "pairs"
-    assert RECORD.name == "clips" and RECORD.spec is CLIPS_V1
+    assert RECORD.name == "clips" and RECORD.spec is CLIPS_SPEC
 
 
 def test_vlm_captions_through_the_stage(models, shot_video, tmp_path):

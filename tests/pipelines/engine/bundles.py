@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from datasets_spec import CLIPS_V1
+from datasets_spec import CLIPS
 from pipelines.clips.columns import CLIP_COLUMNS
 from pipelines.engine.apply import rows_to_table
 from pipelines.engine.stage import ACCOUNTING_COLUMNS, ERROR_COLUMNS, schema_for
@@ -29,7 +29,7 @@ PROV = {
     "build_config": {"seed": 0},
     "black_latent": [0.0] * 16,
 }
-COLUMNS = (*CLIPS_V1.column_names, "video_duration_s", *ACCOUNTING_COLUMNS, *ERROR_COLUMNS)
+COLUMNS = (*CLIPS.column_names, "video_duration_s", *ACCOUNTING_COLUMNS, *ERROR_COLUMNS)
 SCHEMA = schema_for(COLUMNS, CLIP_COLUMNS)
 
 

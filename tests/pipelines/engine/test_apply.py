@@ -366,7 +366,7 @@ def _stage_returning(rows_out: Rows) -> Stage:
         ([{PARENT: 0}], r"missing \['doubled'\]"),
         ([{PARENT: 4, "doubled": 2}], "not a row of its batch"),
         ([{PARENT: 0, "error_stage": "x", "error_kind": "timeout", "error_message": "m",
-           "error_time": datetime.now(UTC), "doubled": 1}], r"error row 0: undeclared columns \['doubled'\]"),
+           "error_time": datetime.now(UTC), "extra": 1}], r"error row 0: undeclared columns \['extra'\]"),
     ],
 )  # fmt: skip
 def test_strict_mode_catches_columns_a_stage_did_not_declare(rows_out, message):

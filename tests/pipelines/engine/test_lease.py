@@ -66,21 +66,19 @@ def test_a_second_lease_on_the_same_root_is_refused_naming_the_holder(where):
         first.release()
 
 
-def test_a_dead_pid_on_this_host_is_stale_and_taken_over_only_when_asked(where):
+def test_a_dead_pid_on_this_host_is_taken_over_at_once_and_said(where, capsys):
+    """Its holder is certainly gone (a build killed with -9 here): the next build takes the
+    lease without being asked, and says so."""
     fs, root = where
     pid = _dead_pid()
     _plant(fs, root, pid=pid)
-    with pytest.raises(LeaseHeld) as e:
-        _lease(fs, root).acquire()
-    msg = str(e.value)
-    assert f"the lease is stale (its process {pid} on this host is gone)" in msg
-    assert "engine.take_over_lease=true" in msg and "a pairs build" in msg
-    assert _record(fs, root)["token"] == "other"  # not replaced silently
     mine = _lease(fs, root)
-    mine.acquire(take_over=True)
+    mine.acquire()
     try:
         rec = _record(fs, root)
         assert (rec["token"], rec["pid"], rec["kind"]) == (mine.token, os.getpid(), "clips")
+        out = capsys.readouterr().out
+        assert f"taking over the lease on 'out://root' (its process {pid} on this host is gone)" in out
     finally:
         mine.release()
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets_spec import CLIPS_V1, ERRORS_V1
+from datasets_spec import CLIPS, ERRORS_V1
 from datasets_spec.provenance import read_provenance
 from pipelines.clips.recipe import RECORD
 from pipelines.engine import writer
@@ -78,10 +78,10 @@ def test_names_are_a_content_hash_and_a_rewrite_makes_no_duplicates(tmp_path):
 def test_shards_validate_against_their_spec_and_carry_provenance(tmp_path):
     sc = write_bundle(bundle(_mixed()), RECORD, settings(tmp_path))
     data = pq.read_table(tmp_path / sc["data"][0])
-    CLIPS_V1.validate(data)
-    assert data.column_names == CLIPS_V1.column_names  # no in-flight column is stored
+    CLIPS.validate(data)
+    assert data.column_names == CLIPS.column_names  # no in-flight column is stored
     prov = read_provenance(data.schema)
-    assert prov["spec"] == "clips/v1" and prov["black_latent"] == [0.0] * 16
+    assert prov["spec"] == CLIPS.id == "clips/v2" and prov["black_latent"] == [0.0] * 16
     errors = pq.read_table(tmp_path / sc["errors"])
     ERRORS_V1.validate(errors)
     assert read_provenance(errors.schema)["spec"] == "errors/v1"
@@ -219,7 +219,7 @@ def test_write_bundle_on_memory_fs(tmp_path):
     assert fs.exists(f"/writer_test/{sc['data'][0]}")
     assert fs.exists(f"/writer_test/_state/clips/sidecars/{sc['name']}.json")
     with fs.open(f"/writer_test/{sc['data'][0]}", "rb") as f:
-        CLIPS_V1.validate(pq.read_table(f))
+        CLIPS.validate(pq.read_table(f))
     fs.rm("/writer_test", recursive=True)
 
 
