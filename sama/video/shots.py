@@ -290,35 +290,6 @@ def make_boundary_detector(cfg: ShotConfig, rate: Fraction | float = 25) -> Boun
     return SceneDetectBoundaries(det, rate, cfg.min_shot_frames)
 
 
-def make_detector(cfg: ShotConfig) -> Any:
-    """``make_boundary_detector`` behind PySceneDetect's ``process_frame``/``post_process``.
-
-    Only for a cutter still written against PySceneDetect's interface (pipelines ``CutClips``
-    today): each boundary ``[s, e)`` is reported as cuts at ``s`` and ``e``, so the frames of a
-    transition become a shot of their own, too short for a clip. Delete once the cutter calls
-    ``make_boundary_detector``.
-    """
-    return _CutsView(make_boundary_detector(cfg))
-
-
-class _CutsView:
-    def __init__(self, detector: BoundaryDetector) -> None:
-        self.detector = detector
-
-    def process_frame(self, timecode: Any, frame_HWC: Any) -> list[Any]:
-        return self._cuts(self.detector.push(timecode.frame_num, frame_HWC))
-
-    def post_process(self, timecode: Any) -> list[Any]:
-        return self._cuts(self.detector.finish(timecode.frame_num))
-
-    @staticmethod
-    def _cuts(found: list[Boundary]) -> list[Any]:
-        from types import SimpleNamespace
-
-        frames = sorted({f for b in found for f in (b.start, b.end)})
-        return [SimpleNamespace(frame_num=f) for f in frames]
-
-
 def _pyav_iter(
     uri: str, container: Any, stream: Any, convert: Callable[[Any], Any], into: list[str]
 ) -> Iterator[tuple[int, Any]]:
