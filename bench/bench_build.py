@@ -74,29 +74,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cut(video: Path, decode: str, num_frames: int = 81, min_shot_frames: int = 15) -> dict:
+def cut(video: Path, decode: str, num_frames: int = 81) -> dict:
     """Probe + cut one video in this process as the build's jobs do (frames dropped at once)."""
     from sama.sandbox import JobContext
     from sama.video.buckets import buckets_for, nearest_bucket
-    from sama.video.cutting import cut_job, detect_job, make_job, plan_clips, probe_job
+    from sama.video.cut_jobs import cut_job, detect_job, make_job, probe_job
+    from sama.video.cutting import CutSpec, plan_clips
     from sama.video.shots import ShotConfig
 
     ctx = JobContext(time.monotonic() + 7200, "bench", shared=False)
-    shots = ShotConfig(min_shot_frames=min_shot_frames)
+    shots = ShotConfig()
     (info,) = probe_job(ctx, str(video), {}, num_frames, 4096 * 4096, 10**7)
     bucket = nearest_bucket(info["width"], info["height"], buckets_for(480))
+    spec = CutSpec(num_frames, 0, bucket, info["fps"])
     if decode == "single_pass":
         clips, end = [], {}
-        for item in cut_job(ctx, str(video), {}, shots, num_frames, 0, bucket):
+        for item in cut_job(ctx, str(video), {}, shots, spec):
             if "plan" in item:
                 clips.append(item["plan"])
             else:
                 end = item
+        kept = sum(p.num_frames for p in clips)
         return {"clips": clips, "decoded": end["decoded"] + end["redecoded"],
-                "total": end["total"], "kept_decodes": sum(p.num_frames for p in clips) + end["redecoded"]}  # fmt: skip
+                "total": end["total"], "kept_decodes": kept + end["redecoded"]}  # fmt: skip
     (found,) = detect_job(ctx, str(video), {}, shots)
     plans = plan_clips(found["starts"], found["ends"], num_frames)
-    clips = [item["plan"] for item in make_job(ctx, str(video), {}, info, plans, bucket, 240)]
+    clips = [item["plan"] for item in make_job(ctx, str(video), {}, info, plans, spec, 240, False)]
     kept = sum(p.num_frames for p in clips)
     return {"clips": clips, "decoded": found["ends"][-1] + kept, "total": found["ends"][-1],
             "kept_decodes": 2 * kept}  # fmt: skip

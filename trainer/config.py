@@ -43,7 +43,8 @@ STAGE_ROOT_KINDS = {0: ["image_pairs", "clips"], 1: ["image_pairs", "video_pairs
 class TrainDataConfig(DataConfig):
     """The loader's config (``trainer.data.DataConfig``) plus the ``root`` shorthand.
 
-    ``root``: a built dataset (``ROOT/clips``, ``ROOT/pairs``); when set, ``sources`` is filled
+    ``root``: a built dataset (``ROOT/clips``, ``ROOT/pairs``) or a published one
+    (``ROOT/data/clips``, ``ROOT/data/pairs``; local, ``hf://``, ``s3://``); when set, ``sources`` is filled
     from ``root_kinds`` (default per stage, see ``STAGE_ROOT_KINDS``). Kinds with no shards under
     ``root`` are skipped (the demo dataset has clips only). Image and video pairs get their own
     judge thresholds (SAMA.md 4: images IF/VQ/CP >= 9; videos IF >= 8, VQ >= 9, CP/MC >= 8).
@@ -89,7 +90,8 @@ class TrainDataConfig(DataConfig):
         if not sources:
             raise ConfigError(
                 f"data.root={self.root!r} holds no shards for {kinds} (looked for "
-                f"ROOT/clips/*.parquet and ROOT/pairs/*.parquet); build a dataset there first"
+                "ROOT/<kind>/*.parquet of a build and ROOT/data/<kind>/ of a published repo); "
+                "build or publish a dataset there first"
             )
         # root is cleared so the resolved config (written beside the run) reloads as is
         return dataclasses.replace(self, sources=sources, root="", root_kinds=[])

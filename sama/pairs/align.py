@@ -234,7 +234,7 @@ def pair_probe_job(ctx: Any, source_uri: str, target_uri: str, media_hint: str |
 
     Yields ``{"plan": PairPlan.to_row(), "source_probe", "target_probe"}`` (video probes as
     dicts, None for images); a side over ``max_pixels`` / ``max_frames`` is ``too_large``."""
-    from sama.video.cutting import input_fs
+    from sama.video.probe import input_fs
 
     infos = []
     for uri in (source_uri, target_uri):

@@ -69,7 +69,7 @@ def load_pair_frames(
 def pair_frames_job(ctx: Any, source_uri: str, target_uri: str, plan: PairPlan,
                     infos: tuple[dict | None, dict | None], storage_options: dict) -> Iterator[dict]:  # fmt: skip
     """Both sides' frames in shared memory (``sama.sandbox`` job for the pair frame loader)."""
-    from sama.video.cutting import input_fs
+    from sama.video.probe import input_fs
 
     w, h = plan.bucket
     out = {}

@@ -33,15 +33,7 @@ from sama.video.cutting import (
     decode_runs,
     finish_clip,
 )
-
-
-def input_fs(uri: str, storage_options: dict) -> Any:
-    """The fsspec filesystem for ``uri`` when storage options are set, else None (default)."""
-    if not storage_options:
-        return None
-    import fsspec
-
-    return fsspec.core.url_to_fs(uri, **storage_options)[0]
+from sama.video.probe import input_fs
 
 
 def probe_job(ctx: Any, uri: str, storage_options: dict, shortest_clip: int, max_pixels: int,

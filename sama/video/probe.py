@@ -70,6 +70,16 @@ def resolve(uri: str, fs: Any = None) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(str(uri))
 
 
+def input_fs(uri: str, storage_options: dict) -> Any:
+    """The fsspec filesystem for ``uri`` when storage options are set, else None (the
+    default one ``resolve`` picks)."""
+    if not storage_options:
+        return None
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri, **storage_options)[0]
+
+
 def is_local(fs: Any) -> bool:
     """True for fsspec's local filesystem (decord and native PyAV I/O need a real path)."""
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
