@@ -55,6 +55,11 @@ RING = 3  # frames each side of a cut searched for clean (non-flash) frames
 LEVEL_SIDE = 8  # more frames each side kept for the motion next to a cut
 CUT_MIN_RATIO = 1.2  # a cut against the shots' own motion (bikes: a cut off a fast pan, 1.48)
 HIST_CUT = 0.3  # ... and its colour histogram change (see _colours_change)
+# a dissolve joins two different shots: the frames either side of it differ in colour too. A
+# slow pan over fine texture is, at thumbnail size, a perfect blend of its neighbours (a
+# sub-pixel shift is a linear interpolation) but keeps its colours (bench_build's swaying
+# block textures: 0.00-0.05; the labelled dissolves are measured in docs/benchmarks.md)
+HIST_DISSOLVE = 0.2
 JUMP_MIN = 3.0  # L1 floor of a jump cut (compression noise alone reaches ~1.5)
 RAMP_DELTA = 0.05  # a blend's progress below this (or above 1 - this) is outside it
 WIPE_MIXED = 0.1  # a wipe: each pixel shows one side or the other (a dissolve: 0.5)
@@ -231,8 +236,8 @@ class TransitionDetector:
             # Not next to a flash: the encoder blurs the frames around one (labelled set: 3x).
             self.found.append(Boundary(c, c, "jump", raw))
 
-    def _colours_change(self, i: int, j: int) -> bool:
-        """The colour histograms (HSV 8x4x4) of ``i`` and ``j`` differ by >= ``HIST_CUT``
+    def _colours_change(self, i: int, j: int, least: float = HIST_CUT) -> bool:
+        """The colour histograms (HSV 8x4x4) of ``i`` and ``j`` differ by >= ``least``
         (half the L1 of the normalised histograms): fast motion keeps the colours, a cut does
         not (labelled cuts 0.59-0.99 and Big Buck Bunny trailer cuts 0.58-0.71; an arm swept
         across the trailer's frame 0.22, 1-s jumps 0.06-0.27)."""
@@ -243,7 +248,7 @@ class TransitionDetector:
             hsv = cv2.cvtColor(self._t(k), cv2.COLOR_BGR2HSV)
             h = cv2.calcHist([hsv], [0, 1, 2], None, [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
             hists.append(h / max(float(h.sum()), 1.0))
-        return 0.5 * float(np.abs(hists[0] - hists[1]).sum()) >= HIST_CUT
+        return 0.5 * float(np.abs(hists[0] - hists[1]).sum()) >= least
 
     def _motion(self, before: list[int], after: list[int], i: int, j: int) -> tuple[float, float]:
         """The shots' own change over as many frames as ``i`` to ``j`` (flash frames skipped),
@@ -324,6 +329,8 @@ class TransitionDetector:
             return
         flat = any(self.flat.get(j, False) for j in range(s - 1, e + 1))
         kind = "wipe" if test == "wipe" else "fade" if flat else "dissolve"
+        if kind == "dissolve" and not self._colours_change(max(lo, s - 1), min(hi, e), HIST_DISSOLVE):
+            return
         self._add(s, e, kind, d)
 
     def _measure_run(self, start: int, end: int, newest: int) -> None:
