@@ -25,6 +25,7 @@ import numpy as np
 
 from sama.errors import ErrorKind, SampleError
 from sama.video.cutting import (
+    RAW_HOLD_BYTES,
     ClipPlan,
     CutSpec,
     ShotClip,
@@ -110,15 +111,18 @@ def cut_job(ctx: Any, uri: str, storage_options: dict, shots: Any, spec: CutSpec
         stream.codec_context.thread_type = "SLICE" if shots.decode_threads == 1 else "AUTO"
         stream.codec_context.thread_count = shots.decode_threads
         detector = make_boundary_detector(shots, stream_fps(stream) or 25)
+        frame_bytes = max(1, stream.codec_context.width * stream.codec_context.height * 3 // 2)
         cutter = ShotCutter(detector, spec.num_frames, frame_converter(shots),
                             lambda raw: bucket_frame(raw, reformatter, spec.bucket),
-                            lambda k: ctx.alloc((k, h, w, 3)))  # fmt: skip
+                            lambda k: ctx.alloc((k, h, w, 3)),
+                            hold_frames=max(1, RAW_HOLD_BYTES // frame_bytes))  # fmt: skip
         decoder = SalvageDecoder(container, stream, uri, stage)
 
         def clips(done: list[ShotClip]) -> Iterator[dict]:
             for shot in done:
                 state["lengths"].append(shot.end - shot.start)
-                item = _shot_clip(ctx, uri, storage_options, state, shot, spec, not decoder.damage)
+                item = _shot_clip(ctx, uri, storage_options, state, shot, spec, cutter,
+                                  not decoder.damage)  # fmt: skip
                 if item is not None:
                     yield item
 
@@ -133,7 +137,7 @@ def cut_job(ctx: Any, uri: str, storage_options: dict, shots: Any, spec: CutSpec
 
 
 def _shot_clip(ctx: Any, uri: str, storage_options: dict, state: dict, shot: ShotClip,
-               spec: CutSpec, seek: bool) -> dict | None:  # fmt: skip
+               spec: CutSpec, cutter: ShotCutter, seek: bool) -> dict | None:  # fmt: skip
     index = state["index"]
     state["index"] += 1
     n = spec.clip_length(shot.end - shot.start)
@@ -141,7 +145,7 @@ def _shot_clip(ctx: Any, uri: str, storage_options: dict, state: dict, shot: Sho
         return None
     plan = ClipPlan(index, 0, shot.start, shot.end, shot.start, n)
     if shot.filled >= n:
-        clip_THWC = shot.frames[:n]
+        clip_THWC = cutter.clip_frames(shot, n)
     else:  # a boundary reported later than the lag: decode this clip again
         frames = stream_frames(uri, storage_options, None, shot.start, n, seek)
         clip_THWC = take_clip(ctx, frames, plan, spec.bucket)

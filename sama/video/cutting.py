@@ -161,27 +161,39 @@ def finish_clip(plan: ClipPlan, clip_THWC: np.ndarray, spec: CutSpec) -> dict:
     return {"plan": plan, "frames": clip_THWC, "luma": luma, "motion": motion, "trim": trim}
 
 
+RAW_HOLD_BYTES = 256 * 2**20  # decoded frames a shot may hold before converting them
+
+
 @dataclass
 class ShotClip:
-    """A finished shot and the frames of its clip (fewer than needed: re-decode them)."""
+    """A finished shot and the frames of its clip (fewer than needed: re-decode them). The
+    first ``converted`` are in ``frames`` at bucket size, the rest still decoded frames in
+    ``raw``: a frame is converted only once its shot is sure to reach a clip (or ``raw`` holds
+    ``RAW_HOLD_BYTES``), so the many shots too short for one cost no conversion at all."""
 
     start: int
     end: int
-    frames: np.ndarray | None = None  # (window, H, W, 3), filled up to ``filled``
-    filled: int = 0
+    frames: np.ndarray | None = None  # (window, H, W, 3), converted up to ``converted``
+    converted: int = 0
+    raw: list = field(default_factory=list)
+
+    @property
+    def filled(self) -> int:
+        return self.converted + len(self.raw)
 
 
 @dataclass
 class ShotCutter:
     """Feeds frames to a boundary detector; keeps the first ``window`` frames of each shot.
 
-    ``push(i, raw)`` / ``finish(n)`` return the shots that ended. ``to_small(raw)`` is the
-    detector's input, ``to_clip(raw)`` the frame at bucket size (called once per kept frame),
-    ``alloc(n)`` a buffer for ``n`` frames at bucket size. A detector reports a boundary at the
-    latest ``lag`` frames after its last frame, so a frame is assigned to the current shot only
-    once it is ``lag`` frames old; a boundary whose start lies behind frames already assigned
-    (a gradual one measured whole) cuts the shot back to its start. Frames of a boundary belong
-    to no shot; indices may jump (frames a salvaged decode lost: the detector reports the gap).
+    ``push(i, raw)`` / ``finish(n)`` return the shots that ended; ``clip_frames(shot, n)`` the
+    first ``n`` frames of one at bucket size. ``to_small(raw)`` is the detector's input,
+    ``to_clip(raw)`` the frame at bucket size (called once per frame of a clip), ``alloc(n)`` a
+    buffer for ``n`` frames at bucket size. A detector reports a boundary at the latest ``lag``
+    frames after its last frame, so a frame is assigned to the current shot only once it is
+    ``lag`` frames old; a boundary whose start lies behind frames already assigned (a gradual
+    one measured whole) cuts the shot back to its start. Frames of a boundary belong to no
+    shot; indices may jump (frames a salvaged decode lost: the detector reports the gap).
     """
 
     detector: Any
@@ -189,12 +201,14 @@ class ShotCutter:
     to_small: Callable[[Any], Any]
     to_clip: Callable[[Any], np.ndarray]
     alloc: Callable[[int], np.ndarray]
+    hold_frames: int = 0  # decoded frames held unconverted (0: the whole window)
     shot: ShotClip = field(init=False)
     recent: deque = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.shot = ShotClip(0, 0)
         self.lag = int(self.detector.lag)
+        self.hold = min(self.window, self.hold_frames or self.window)
 
     def push(self, i: int, raw: Any) -> list[ShotClip]:
         self.recent.append((i, raw))
@@ -211,14 +225,30 @@ class ShotCutter:
         self.shot.end = num_frames
         return [*done, self.shot] if num_frames > self.shot.start else done
 
+    def clip_frames(self, shot: ShotClip, n: int) -> np.ndarray:
+        """The first ``n`` (<= ``shot.filled``) frames of ``shot`` at bucket size."""
+        self._convert(shot, n)
+        return shot.frames[:n]
+
+    def _convert(self, shot: ShotClip, upto: int | None = None) -> None:
+        upto = shot.filled if upto is None else upto
+        if upto <= shot.converted:
+            return
+        if shot.frames is None:
+            shot.frames = self.alloc(self.window)
+        take = upto - shot.converted
+        for k, raw in enumerate(shot.raw[:take]):
+            shot.frames[shot.converted + k] = self.to_clip(raw)
+        shot.raw = shot.raw[take:]
+        shot.converted = upto
+
     def _assign(self, j: int, raw: Any) -> None:
         """Frame ``j`` belongs to the current shot for good: keep it if it is in the window."""
         s = self.shot
         if s.start <= j < s.start + self.window and j == s.start + s.filled:
-            if s.frames is None:
-                s.frames = self.alloc(self.window)
-            s.frames[s.filled] = self.to_clip(raw)
-            s.filled += 1
+            s.raw.append(raw)
+            if s.filled == self.window or len(s.raw) >= self.hold:
+                self._convert(s)  # it reaches a clip (or holds too much decoded video)
 
     def _boundary(self, b: Any) -> list[ShotClip]:
         old = self.shot
@@ -231,9 +261,14 @@ class ShotCutter:
         new = ShotClip(b.end, b.end)
         late = had - (b.end - old.start)  # frames >= b.end assigned too early (a late report)
         if late > 0:
+            self._convert(old)
             new.frames = self.alloc(self.window)
             new.frames[:late] = old.frames[had - late : had]
-            new.filled = late
-        old.filled = min(had, keep)
+            new.converted = late
+        if keep < old.filled:  # cut back to the boundary's start
+            if keep >= old.converted:
+                old.raw = old.raw[: keep - old.converted]
+            else:
+                old.converted, old.raw = keep, []
         self.shot = new
         return [old] if old.end > old.start else []

@@ -244,7 +244,7 @@ def test_shot_cutter_assigns_frames_to_the_right_shot_even_for_late_cuts(delay):
     assert [(s.start, s.end) for s in shots] == [(0, 10), (10, 30), (30, 34), (34, 50)]
     for s in shots:
         want = list(range(s.start, min(s.end, s.start + window)))
-        got = [] if s.frames is None else s.frames[: s.filled].tolist()
+        got = cutter.clip_frames(s, s.filled).tolist() if s.filled else []
         assert got == want[: len(got)]  # a prefix of the right frames, never others
         if delay <= lag:
             assert got == want
@@ -264,11 +264,35 @@ def test_shot_cutter_leaves_the_frames_of_a_gradual_boundary_to_no_shot():
         def finish(self, n):
             return []
 
-    cutter = ShotCutter(Dissolve(), 30, lambda f: f, lambda f: f, lambda k: np.full(k, -1))
+    converted = []
+    cutter = ShotCutter(Dissolve(), 30, lambda f: f, lambda f: converted.append(f) or f,
+                        lambda k: np.full(k, -1))  # fmt: skip
     shots = [s for i in range(60) for s in cutter.push(i, i)] + cutter.finish(60)
     assert [(s.start, s.end) for s in shots] == [(0, 20), (32, 60)]
-    assert shots[0].frames[: shots[0].filled].tolist() == list(range(20))
-    assert shots[1].frames[: shots[1].filled].tolist() == list(range(32, 60))
+    assert cutter.clip_frames(shots[0], shots[0].filled).tolist() == list(range(20))
+    assert cutter.clip_frames(shots[1], shots[1].filled).tolist() == list(range(32, 60))
+    assert sorted(converted) == [*range(20), *range(32, 60)]  # each kept frame converted once
+
+
+def test_shot_cutter_converts_only_the_frames_of_shots_long_enough_for_a_clip():
+    """Frames are held decoded until their shot reaches the clip's length; a shot that ends
+    sooner costs no conversion (most shots of real footage are shorter than 81 frames)."""
+
+    class Cuts:
+        lag = 2
+
+        def push(self, i, frame):
+            return [Boundary(c, c, "cut") for c in (5, 40) if c == i]
+
+        def finish(self, n):
+            return []
+
+    converted = []
+    cutter = ShotCutter(Cuts(), 10, lambda f: f, lambda f: converted.append(f) or f,
+                        lambda k: np.full(k, -1))  # fmt: skip
+    shots = [s for i in range(60) for s in cutter.push(i, i)] + cutter.finish(60)
+    assert [(s.start, s.end) for s in shots] == [(0, 5), (5, 40), (40, 60)]
+    assert converted == [*range(5, 15), *range(40, 50)]  # the 5-frame shot: none
 
 
 def test_single_pass_and_two_pass_cut_the_same_clips(sample_set, tmp_path):
