@@ -188,3 +188,17 @@ def stale_warning(table: DedupTable, clip_rows: int) -> str | None:
         f"the dedup table was computed over {clips.get('rows')} clips, the root now holds "
         f"{clip_rows}: clips built since are not compared (re-run `sama dedup ROOT --overwrite`)"
     )
+
+
+def siglip_warning(table: DedupTable, clips_siglip: dict | None) -> str | None:
+    """A message when the clips' SigLIP (their provenance) is not the one the table compared."""
+    ours = (table.provenance or {}).get("siglip")
+    if not isinstance(ours, dict) or not isinstance(clips_siglip, dict):
+        return None
+    key = ("id", "config_hash")
+    if [ours.get(k) for k in key] == [clips_siglip.get(k) for k in key]:
+        return None
+    return (
+        f"the dedup table compared anchor tokens of another SigLIP ({ours.get('id')!r}) than "
+        f"the clips' ({clips_siglip.get('id')!r}): re-run `sama dedup ROOT --overwrite`"
+    )
