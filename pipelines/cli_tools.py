@@ -1,5 +1,5 @@
-"""Entry points of ``sama validate``, ``sama report`` and ``sama publish`` (``sama/cli.py``
-dispatches here). Each takes ``argv`` and returns the exit code."""
+"""Entry points of ``sama validate``, ``sama dedup``, ``sama report`` and ``sama publish``
+(``sama/cli.py`` dispatches here). Each takes ``argv`` and returns the exit code."""
 
 from __future__ import annotations
 
@@ -250,4 +250,98 @@ def _upload(plan, args, upload) -> int:
         f"{len(result.commits)} upload call(s), {len(result.deleted)} stale deleted, "
         f"{result.retries} retried"
     )
+    return 0
+
+
+def _dedup_parser() -> argparse.ArgumentParser:
+    from sama.dedup import DedupConfig
+
+    d = DedupConfig()
+    p = argparse.ArgumentParser(
+        prog="sama dedup",
+        description="Mark near-duplicate clips of a built dataset (re-encodes, re-uploads, the "
+        "same shot at another bitrate or size) in a dedup/v1 table under ROOT/dedup/, without "
+        "rewriting any shard: a Ray task per clip shard reads only the clip ids and SigLIP "
+        "anchor tokens, faiss finds the clips whose global-token cosine is >= the threshold, "
+        "and in each group the clip from the largest source, then the longest, then the "
+        "smallest clip_id is kept. validate, report, publish and the trainer's loader honour "
+        "the table (data.skip_duplicates=false keeps the marked clips). Holds the root's "
+        "lease: refuses while a build runs into ROOT. Exit code 0 when written, 1 if not.",
+    )
+    p.add_argument("root", metavar="DIR_OR_URI", help="dataset root holding clips/*.parquet")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=d.threshold,
+        help=f"cosine similarity at or above which two clips are near-duplicates "
+        f"(default: {d.threshold})",
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", "flat", "ivf"),
+        default=d.index,
+        help="faiss index: flat = exact, ivf = approximate (large sets), auto = flat "
+        "up to 200,000 clips (default: auto)",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=d.neighbours,
+        help=f"nearest clips searched per clip (default: {d.neighbours})",
+    )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        default=d.nprobe,
+        help=f"ivf: inverted lists searched per query (default: {d.nprobe})",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dedup table")
+    p.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray (default): one task per shard; local: in this process",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="",
+        help="join this Ray cluster (or 'auto'); default: start a local Ray",
+    )
+    p.add_argument("--num-cpus", type=int, default=0, help="local Ray: CPUs (default: all)")
+    p.add_argument(
+        "--take-over-lease",
+        action="store_true",
+        help="replace a stale lease (its heartbeat older than 120 s); a live one is never taken",
+    )
+    return p
+
+
+def dedup_main(argv: list[str] | None = None) -> int:
+    from pipelines.dataset.dedup import DedupError, DedupRun, run_dedup
+    from pipelines.engine.config import EngineConfig
+    from pipelines.engine.lease import LeaseHeld
+    from sama.dedup import DedupConfig
+
+    args = _dedup_parser().parse_args(argv)
+    run = DedupRun(
+        dedup=DedupConfig(
+            threshold=args.threshold,
+            neighbours=args.neighbours,
+            index=args.method,
+            nprobe=args.nprobe,
+        ),
+        engine=EngineConfig(
+            executor=args.executor,
+            ray_address=args.ray_address,
+            num_cpus=args.num_cpus,
+            take_over_lease=args.take_over_lease,
+        ),
+        overwrite=args.overwrite,
+    )
+    try:
+        result = run_dedup(args.root, run)
+    except (DedupError, LeaseHeld) as e:
+        print(f"sama dedup: {e}", file=sys.stderr)
+        return 1
+    print(result.format())
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("pipelines.build:build_main", "build clip or pair shards from raw media (Ray Data)"),
     "validate": ("pipelines.cli_tools:validate_main", "check a built dataset against its specs"),
+    "dedup": ("pipelines.cli_tools:dedup_main", "mark near-duplicate clips (a dedup/v1 table)"),
     "report": ("pipelines.cli_tools:report_main", "write a self-contained HTML report of a dataset"),
     "publish": ("pipelines.cli_tools:publish_main", "upload a dataset to the Hugging Face Hub"),
     "train": ("trainer.train:train_main", "train SAMA stage 0 / stage 1 from shards"),

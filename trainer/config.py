@@ -48,6 +48,8 @@ class TrainDataConfig(DataConfig):
     from ``root_kinds`` (default per stage, see ``STAGE_ROOT_KINDS``). Kinds with no shards under
     ``root`` are skipped (the demo dataset has clips only). Image and video pairs get their own
     judge thresholds (SAMA.md 4: images IF/VQ/CP >= 9; videos IF >= 8, VQ >= 9, CP/MC >= 8).
+    A root with a ``dedup/v1`` table (``sama dedup ROOT``; published: ``data/dedup/``) has its
+    marked near-duplicate clips left out while ``skip_duplicates`` is true (the default).
     """
 
     root: str = ""

@@ -38,6 +38,7 @@ from datasets_spec.provenance import stable_hash
 from sama.config import check
 from sama.errors import ConfigError
 from trainer.batching import BatchPlan, EpochPlan, PlanSettings, collate, plan_epoch
+from trainer.dedup_marks import log_marks
 from trainer.shard_cache import ShardCache
 from trainer.shard_index import SCORE_KEYS, build_index
 from trainer.shard_rows import decode_rows, own, read_columns, read_row_group
@@ -100,6 +101,9 @@ class DataConfig:
     index_workers: int = 16  # threads reading shard footers at start-up
     # A row group above this (uncompressed, from the footer) is refused before it is read.
     max_row_group_mb: int = 1024
+    # Leave out the clips a source root's dedup/v1 table (`sama dedup ROOT`) marks as
+    # near-duplicates of a kept clip; false trains on every clip.
+    skip_duplicates: bool = True
 
     def validate(self) -> None:
         for s in self.sources:
@@ -248,7 +252,11 @@ class StreamingLoader:
             limits=Limits(max_row_group_bytes=cfg.max_row_group_mb << 20),
             workers=cfg.index_workers,
             cache=self.cache,
+            skip_duplicates=cfg.skip_duplicates,
         )
+        self.duplicates_skipped = sum(s.duplicates for s in self.shards)
+        if rank == 0:
+            log_marks(cfg.sources, cfg.skip_duplicates, self.duplicates_skipped)
         self.settings = PlanSettings(
             seed=cfg.seed,
             batch_sizes=tuple(
@@ -260,13 +268,14 @@ class StreamingLoader:
             uneven=cfg.uneven_ranks,
             weights=tuple(s.weight for s in cfg.sources),
         )
-        self.fingerprint = stable_hash(
-            {
-                "shards": [[s.uri, s.row_groups] for s in self.shards],
-                "sources": [asdict(s) for s in cfg.sources],
-                "settings": asdict(self.settings),
-            }
-        )
+        identity = {
+            "shards": [[s.uri, s.row_groups] for s in self.shards],
+            "sources": [asdict(s) for s in cfg.sources],
+            "settings": asdict(self.settings),
+        }
+        if self.duplicates_skipped:  # another dedup table gives other batches
+            identity["duplicates"] = [s.duplicates for s in self.shards]
+        self.fingerprint = stable_hash(identity)
         # batches within which a freshly read row group is consumed (window + prefetch)
         rows_per_unit = sum(len(u.rows) for u in self.units) / len(self.units)
         min_batch = min(cfg.image_batch_size, cfg.video_batch_size)

@@ -12,6 +12,12 @@ and provenance are checked against the trainer's expectation and the other shard
 key ids), which is all ``trainer.batching`` plans from. ``decode_rows`` turns a row group read
 later into samples (``trainer/shard_rows.py``).
 
+A clips root with a ``dedup/v1`` table (``sama dedup``: ``ROOT/dedup/``, published
+``ROOT/data/dedup/``) has its marked clips left out of the index (``data.skip_duplicates``, on
+by default): the table is checked like a shard (declared spec, schema, bounded provenance,
+row-group sizes) before its ``clip_id`` column is read, and each shard's ``clip_id`` column is
+read with the planning columns.
+
 Footers are read by a thread pool (``data.index_workers``): on an object store start-up is
 bounded by the request latency divided by the pool size, not the shard count times it. With
 ``data.cache_dir`` (``trainer/shard_cache.py``) the index is built once per node and remote
@@ -38,6 +44,7 @@ from datasets_spec.provenance import COMPATIBILITY_KEYS, compare, lookup, stable
 from sama.errors import ConfigError
 from sama.shards import is_local, list_shards, url_to_fs
 from trainer.batching import BucketKey, Unit
+from trainer.dedup_marks import Marks, load_marks
 from trainer.shard_cache import ShardCache, locked, version_of
 
 SCORE_KEYS = ("if", "vq", "cp", "mc")  # judge scores of pairs/v1 (SAMA.md §4 data filtering)
@@ -61,6 +68,7 @@ class ShardInfo:
     size: int = 0  # bytes (the cache checks a fetched copy against it)
     version: str = ""  # ETag / LFS sha256 / mtime: a changed shard is fetched again
     cache: ShardCache | None = None  # remote shards are read from a node-local copy
+    duplicates: int = 0  # rows left out as marked near-duplicates (dedup table)
 
     def open(self):
         """A binary file object of the shard (the node-local copy when cached)."""
@@ -80,6 +88,7 @@ class ShardInfo:
             "size": self.size,
             "version": self.version,
             "rows": sum(self.row_groups),
+            "duplicates": self.duplicates,
         }
 
 
@@ -150,9 +159,17 @@ def _checked_columns(pf: pq.ParquetFile, spec, names: list[str], uri: str) -> pa
     return tbl
 
 
-def open_shard(uri: str, src: Any, si: int, expected: dict | None, limits: Limits = Limits()):
+def open_shard(
+    uri: str,
+    src: Any,
+    si: int,
+    expected: dict | None,
+    limits: Limits = Limits(),
+    marks: Marks | None = None,
+):
     """Checks + the small planning columns -> (ShardInfo, key vectors [n, 14], kept mask);
-    raises ``ShardRefused`` (or ``ConfigError`` for a provenance mismatch)."""
+    ``marks``: clip ids left out (near-duplicates). Raises ``ShardRefused`` (or
+    ``ConfigError`` for a provenance mismatch)."""
     fs, path = url_to_fs(uri)
     info = fs.info(path)
     with fs.open(path, "rb") as f:
@@ -165,9 +182,14 @@ def open_shard(uri: str, src: Any, si: int, expected: dict | None, limits: Limit
         names = [c for t in spec.tensor_columns for c in (f"{t.name}_shape", f"{t.name}_dtype")]
         names += ["bucket_width", "bucket_height"]
         names += [f"score_{k}" for k in (src.min_scores or {})]
+        names += ["clip_id"] if marks is not None else []
         tbl = _checked_columns(pf, spec, names, uri)
         sizes = [pf.metadata.row_group(j).num_rows for j in range(pf.num_row_groups)]
     vec, keep = _planning_vectors(tbl, src)
+    marked = np.zeros(len(keep), dtype=bool)
+    if marks is not None:
+        marked = np.array([c in marks.clip_ids for c in tbl.column("clip_id").to_pylist()], bool)
+        keep &= ~marked
     shard = ShardInfo(
         uri,
         fs,
@@ -179,6 +201,7 @@ def open_shard(uri: str, src: Any, si: int, expected: dict | None, limits: Limit
         pf.metadata,
         int(info.get("size") or 0),
         version_of(info),
+        duplicates=int(marked.sum()),
     )
     return shard, vec, keep
 
@@ -225,13 +248,13 @@ def _refusal(refused: list[ShardRefused], total: int) -> ConfigError:
     )
 
 
-def _open_all(jobs, expected, limits, workers):
+def _open_all(jobs, expected, limits, workers, marks):
     """``open_shard`` for every (uri, source, index), ``workers`` at a time, in order."""
 
     def one(job):
         uri, src, si = job
         try:
-            return open_shard(uri, src, si, expected, limits)
+            return open_shard(uri, src, si, expected, limits, marks.get(si))
         except ShardRefused as e:
             return e
         except (pa.ArrowException, OSError, EOFError) as e:
@@ -248,7 +271,7 @@ def _open_all(jobs, expected, limits, workers):
     return results
 
 
-def _index_key(jobs, expected, limits) -> str:
+def _index_key(jobs, expected, limits, marks) -> str:
     def stat(job):
         fs, path = url_to_fs(job[0])
         info = fs.info(path)
@@ -257,8 +280,15 @@ def _index_key(jobs, expected, limits) -> str:
     with ThreadPoolExecutor(16, thread_name_prefix="sama-stat") as pool:
         listing = list(pool.map(stat, jobs))
     sources = [asdict(j[1]) if is_dataclass(j[1]) else repr(j[1]) for j in jobs]
+    dedup = {si: m.files for si, m in sorted(marks.items())}
     return stable_hash(
-        {"listing": listing, "sources": sources, "expected": expected, "limits": asdict(limits)}
+        {
+            "listing": listing,
+            "sources": sources,
+            "expected": expected,
+            "limits": asdict(limits),
+            "dedup": dedup,
+        }
     )
 
 
@@ -279,6 +309,7 @@ def _from_cache(entries, vec, keep, cache):
                 e["size"],
                 e["version"],
                 cache,
+                e.get("duplicates", 0),
             )
         )
         vecs.append(vec[at : at + e["rows"]])
@@ -287,16 +318,16 @@ def _from_cache(entries, vec, keep, cache):
     return shards, vecs, keeps
 
 
-def _open_indexed(jobs, expected, limits, workers, cache):
+def _open_indexed(jobs, expected, limits, workers, cache, marks):
     if cache is None:
-        opened = _open_all(jobs, expected, limits, workers)
+        opened = _open_all(jobs, expected, limits, workers, marks)
         return [o[0] for o in opened], [o[1] for o in opened], [o[2] for o in opened]
-    key = _index_key(jobs, expected, limits)
+    key = _index_key(jobs, expected, limits, marks)
     with locked(cache.root / "index" / f"{key}.lock"):  # one process of the node builds it
         hit = cache.load_index(key)
         if hit is not None:
             return _from_cache(*hit, cache)
-        opened = _open_all(jobs, expected, limits, workers)
+        opened = _open_all(jobs, expected, limits, workers, marks)
         for shard, _, _ in opened:
             shard.cache = cache
         cache.store_index(
@@ -315,13 +346,20 @@ def build_index(
     limits: Limits = Limits(),
     workers: int = 16,
     cache: ShardCache | None = None,
+    skip_duplicates: bool = True,
 ) -> tuple[list[ShardInfo], list[Unit], list[BucketKey]]:
-    """Open every shard of every source (``SourceConfig``s) -> (shards, units, bucket keys).
+    """Open every shard of every source (``SourceConfig``s) -> (shards, units, bucket keys);
+    ``skip_duplicates``: leave out the clips a source root's dedup table marks
+    (``ShardInfo.duplicates`` counts them).
 
     Raises ``ConfigError`` listing every refused shard's problems, or naming the shard for a
-    provenance mismatch, or a filter that leaves nothing."""
+    provenance mismatch, or a refused dedup table, or a filter that leaves nothing."""
     jobs = [(uri, src, si) for si, src in enumerate(sources) for uri in shard_uris(src, si)]
-    shards, vecs, keeps = _open_indexed(jobs, expected, limits, workers, cache)
+    marks = {}
+    if skip_duplicates:
+        found = {si: load_marks(src, si, limits) for si, src in enumerate(sources)}
+        marks = {si: m for si, m in found.items() if m is not None}
+    shards, vecs, keeps = _open_indexed(jobs, expected, limits, workers, cache, marks)
     keys = [(p, n) for p, n in COMPATIBILITY_KEYS if p != "spec"]
     for shard in shards[1:]:
         diffs = compare(shards[0].provenance, shard.provenance, keys)
@@ -331,7 +369,10 @@ def build_index(
             )
     kept = [v[k] for v, k in zip(vecs, keeps, strict=True)]
     if not any(len(v) for v in kept):
-        raise ConfigError("data.sources: no rows left after the media/min_scores filters")
+        raise ConfigError(
+            "data.sources: no rows left after the media/min_scores filters and "
+            "the dedup table (data.skip_duplicates)"
+        )
     uniq, inverse = np.unique(np.concatenate(kept), axis=0, return_inverse=True)
     keys = [_bucket_key(u) for u in uniq]
     units, at = [], 0

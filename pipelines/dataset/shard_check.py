@@ -74,6 +74,8 @@ def check_shard(
 
 def _small_columns(spec: RecordSpec, input_column: str) -> list[str]:
     names = {spec.key, input_column}
+    if spec.kind == "errors":  # small strings: the views count curation apart from failures
+        names |= {"stage", "kind"}
     for t in spec.tensor_columns:
         names |= {f"{t.name}_shape", f"{t.name}_dtype"}
     return [c for c in spec.column_names if c in names]

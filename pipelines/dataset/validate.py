@@ -8,6 +8,11 @@ trainer runs: ``datasets_spec.checks``), tensor shapes, dtypes and byte lengths
 provenance consistent (CONVENTIONS.md rule 3), ids unique, one spec version per kind, and every
 input of the build accounted for in clips, pairs or errors (rule 5). Shards are streamed one row
 group at a time, so memory stays bounded; nothing here raises on bad data.
+
+A root's ``dedup/v1`` table (``sama dedup``) is checked too (``pipelines/dataset/dedup_table.py``):
+spec, provenance, and that every ``clip_id`` / ``duplicate_of`` names a clip of the root and no
+kept clip is itself marked. Error rows are counted by kind, curation (filters, the clean-clip
+guard, salvage notes: ``pipelines/dataset/curation.py``) apart from real failures.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ import pyarrow.parquet as pq
 from datasets_spec import RecordSpec
 from datasets_spec.checks import Limits
 from datasets_spec.provenance import COMPATIBILITY_KEYS, REQUIRED, compare
+from pipelines.dataset import curation
+from pipelines.dataset.dedup_table import (
+    check_rows,
+    read_dedup_table,
+    siglip_warning,
+    stale_warning,
+)
 from pipelines.dataset.layout import (
     INPUT_ID_COLUMNS,
     KINDS,
@@ -40,7 +52,7 @@ _SOFT_KEYS = tuple(k for k in REQUIRED if k not in ("spec", "build_config"))
 @dataclass(frozen=True)
 class Problem:
     # readable | schema | row_group | nulls | tensor_shape | tensor_bytes | finite | provenance |
-    # unique_ids | inputs | layout | viewer (warning) | versions (warning)
+    # unique_ids | inputs | layout | dedup | viewer (warning) | versions (warning)
     check: str
     message: str
     shard: str | None = None
@@ -69,6 +81,8 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     num_inputs: int | None = None
+    error_kinds: dict[str, int] = field(default_factory=dict)  # error rows by `kind`
+    dedup: dict | None = None  # the dedup table's summary (DedupTable.summary), if any
 
     @property
     def errors(self) -> list[Problem]:
@@ -100,7 +114,13 @@ class ValidationReport:
             ],
             "errors": [asdict(p) for p in self.errors],
             "warnings": [asdict(p) for p in self.warnings],
+            "error_rows": dict(zip(("curation", "failures"), self.split_errors(), strict=True)),
+            "dedup": self.dedup,
         }
+
+    def split_errors(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Error rows by kind: ``(curation, failures)`` (``pipelines/dataset/curation.py``)."""
+        return curation.split_kinds(self.error_kinds)
 
     def format(self) -> str:
         """A readable summary: counts, then every problem, then the verdict."""
@@ -108,6 +128,16 @@ class ValidationReport:
         lines = [f"dataset {self.root}: {len(self.shards)} shards, {counts}"]
         if self.num_inputs is not None:
             lines[0] += f", {self.num_inputs} inputs"
+        if self.dedup is not None:
+            lines[0] += f", {self.dedup['duplicates']} marked near-duplicates"
+        cur, fail = self.split_errors()
+        if self.error_kinds:
+            lines.append(f"  error rows: curation {curation.describe(cur)}; failures "
+                         f"{curation.describe(fail)}")  # fmt: skip
+        if self.dedup is not None:
+            d = self.dedup
+            lines.append(f"  dedup: {d['duplicates']} clips marked as near-duplicates of "
+                         f"{d['groups']} kept clips (dedup/v1, threshold {d['threshold']:g})")  # fmt: skip
         lines += [f"  {p}" for p in self.problems]
         verdict = "OK" if self.ok else f"INVALID: {len(self.errors)} error(s)"
         lines.append(f"{verdict}, {len(self.warnings)} warning(s)")
@@ -160,7 +190,8 @@ def validate(
         for path in ds.shards[kind]:
             info = ShardInfo(path=path, kind=kind)
             out.shards.append(info)
-            _check_shard(ds, info, col, ids[kind], accounted, (full, check_finite, limits))
+            mode = (full, check_finite, limits)
+            _check_shard(ds, info, col, ids[kind], accounted, mode, out.error_kinds)
             out.rows[kind] = out.rows.get(kind, 0) + info.rows
     _check_provenance(out.shards, col)
     _check_versions(out.shards, col)
@@ -174,6 +205,8 @@ def validate(
         out.num_inputs = num_inputs(ds.summary)
     else:
         out.num_inputs = _check_inputs(ds, accounted, col)
+    clip_ids = set(ids["clips"]) if not unchecked else None
+    out.dedup = _check_dedup(ds, out, col, clip_ids, limits)
     if ds.build_config_error:
         col.add("layout", ds.build_config_error, level="warning")
     out.problems = col.finish()
@@ -187,12 +220,16 @@ def _check_shard(
     seen_ids: dict[str, str],
     accounted: set[str],
     mode: tuple[bool, bool, Limits],
+    kinds: dict[str, int],
 ) -> None:
     full, check_finite, limits = mode
     fs, path = url_to_fs(info.path, ds.fs)
 
     def on_rows(spec: RecordSpec, table: pa.Table) -> None:
         _check_ids(table, spec, info, col, seen_ids, accounted)
+        if spec.kind == "errors":
+            for kind in table.column("kind").to_pylist():
+                kinds[kind] = kinds.get(kind, 0) + 1
 
     try:
         with fs.open(path, "rb") as f:
@@ -309,3 +346,28 @@ def _check_inputs(ds: DatasetDir, accounted: set[str], col: _Collector) -> int |
             "inputs", f"rows name input {i!r}, which summary.json does not list", level="warning"
         )
     return len(ids)
+
+
+def _check_dedup(
+    ds: DatasetDir, out: ValidationReport, col: _Collector, clip_ids: set[str] | None, limits
+) -> dict | None:
+    """The root's dedup table (if any): readable, declared, its rows consistent with the
+    clips (``clip_ids``: None when some clip shard could not be read through)."""
+    table = read_dedup_table(ds.root, ds.fs, limits)
+    if table is None:
+        return None
+    for check, message, path in table.problems:
+        col.add(check, message, path)
+    if table.provenance is None:
+        return None
+    where = table.paths[0] if len(table.paths) == 1 else "dedup/"
+    for check, message in check_rows(table, clip_ids):
+        col.add(check, message, where)
+    if clip_ids is not None:
+        stale = stale_warning(table, len(clip_ids))
+        if stale:
+            col.add("dedup", stale, where, level="warning")
+    other = siglip_warning(table, (out.provenance() or {}).get("siglip"))
+    if other:
+        col.add("dedup", other, where, level="warning")
+    return table.summary()

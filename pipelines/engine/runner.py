@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,3 +508,43 @@ def _run_local(job: Job, columns: list[tuple[str, ...]]) -> dict:
 def _through(runner: GroupRunner, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
     for t in tables:
         yield from runner(t)
+
+
+# ---- one function per item (tools over a built root, e.g. `sama dedup`) ----------------------
+def map_files(fn: Callable[[Any], Any], items: Sequence[Any], *, num_cpus: float = 1.0,
+              executor: str = "ray", max_in_flight: int = 0,
+              on_result: Callable[[int, Any], None] | None = None) -> list:  # fmt: skip
+    """``[fn(item) for item in items]``: one Ray task of ``num_cpus`` per item (``executor="ray"``,
+    inside a ``ray_session``), or in this process (``"local"``); results in item order.
+
+    ``fn`` must pickle by reference (a module-level function). ``on_result(i, result)`` runs here
+    as each item finishes (progress). At most ``max_in_flight`` tasks are pending (0: 4 per CPU
+    of the cluster), so results are fetched, and leave the object store, while the rest run. A
+    task whose worker dies is retried by Ray; an exception raised by ``fn`` is raised here."""
+    if executor == "local":
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus)(fn)
+    limit = max_in_flight or max(1, int(4 * ray.cluster_resources().get("CPU", 1)))
+    results: list = [None] * len(items)
+    pending: dict = {}
+    todo = iter(enumerate(items))
+    while True:
+        for i, item in todo:
+            pending[remote.remote(item)] = i
+            if len(pending) >= limit:
+                break
+        if not pending:
+            return results
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            i = pending.pop(ref)
+            results[i] = ray.get(ref)
+            if on_result is not None:
+                on_result(i, results[i])

@@ -2,9 +2,11 @@
 
 Everything comes from declarations and from the data: the column tables from the record specs
 (``RecordSpec.card_table``), the encoders and policies from the shards' provenance, the counts
-from validation, the build stats and curation (dedup, filters) from ``summary.json``, the licence
-from the build config. The Hub YAML front matter declares one config per record kind
-(``clips`` is the default, ``errors`` is its own config) pointing at the data files, and each
+and curation from validation (filter, clean-clip guard, judge and salvage rows by kind; the
+``dedup/v1`` table's counts, threshold and method), the build stats from ``summary.json``, the
+licence from the build config. The Hub YAML front matter declares one config per record kind
+(``clips`` is the default, ``errors`` and ``dedup`` are their own configs) pointing at the data
+files, and each
 config's features (``dataset_info``, from the spec: ``preview`` is an ``Image``), so the Hub
 viewer and ``datasets`` show the rows as they are, previews as pictures. The build config is
 shown redacted (``sama.redact``: no storage options, tokens or URL credentials).
@@ -17,11 +19,13 @@ import re
 
 import yaml
 
-from datasets_spec import SPECS
+from datasets_spec import DEDUP_V1, SPECS
+from pipelines.dataset import curation
 from pipelines.dataset.layout import KINDS, build_stats, num_inputs
 from pipelines.dataset.validate import ValidationReport
 from sama.redact import redact
 
+CONFIGS = (*KINDS, "dedup")  # Hub configs, in card order: the record kinds, then the dedup table
 TASKS = {"clips": ["text-to-video"], "pairs": ["video-to-video", "image-to-image"]}
 TAGS = ["sama", "video-editing", "wan2.1", "latents", "semantic-anchoring", "motion-alignment"]
 PROVENANCE_SECTIONS = (
@@ -114,7 +118,7 @@ def front_matter(
 ) -> dict:
     """Hub metadata: licence, tasks, tags, size, one config per record kind and, for kinds of
     one spec version (``kind_specs``), its features."""
-    kinds = [k for k in KINDS if k in data_files]
+    kinds = [k for k in CONFIGS if k in data_files]
     default = "clips" if "clips" in kinds else kinds[0]
     configs = []
     for k in kinds:
@@ -139,8 +143,10 @@ def front_matter(
 
 def kind_specs(validation: ValidationReport, data_files: dict[str, str]) -> dict[str, str]:
     """The one spec version of each published kind (kinds mixing versions are left out)."""
-    out = {}
-    for k in data_files:
+    out = {"dedup": DEDUP_V1.id} if "dedup" in data_files and validation.dedup else {}
+    for k in KINDS:
+        if k not in data_files:
+            continue
         specs = {s.spec_id for s in validation.shards if s.kind == k and s.spec_id}
         if len(specs) == 1:
             out[k] = specs.pop()
@@ -157,7 +163,6 @@ def render_card(
     license_link: str | None = None,
     repo_id: str | None = None,
     pretty_name: str | None = None,
-    dedup_rows: int | None = None,
 ) -> str:
     """README.md text: YAML front matter + the human-readable card."""
     name = pretty_name or (repo_id.split("/")[-1] if repo_id else "SAMA training data")
@@ -174,7 +179,7 @@ def render_card(
         _configs_section(validation, data_files, summary),
         _loading_section(repo_id, data_files),
         _provenance_section(validation.provenance()),
-        _curation_section(summary, dedup_rows),
+        _curation_section(validation, "dedup" in data_files),
         _stats_section(summary),
         _columns_section(validation, data_files),
         _config_section(build_config),
@@ -194,6 +199,10 @@ def _configs_section(v: ValidationReport, data_files: dict[str, str], summary: d
         lines.append(
             f"| `{k}` | {', '.join(specs)} | {v.rows.get(k, 0)} | {n_shards} | `{data_files[k]}` |"
         )
+    if "dedup" in data_files and v.dedup:
+        d = v.dedup
+        lines.append(f"| `dedup` | {DEDUP_V1.id} | {d['duplicates']} | {d['files']} | "
+                     f"`{data_files['dedup']}` |")  # fmt: skip
     n = num_inputs(summary)
     if n is not None:
         lines.append(
@@ -268,6 +277,9 @@ def _columns_section(v: ValidationReport, data_files: dict[str, str]) -> str:
                 f"### `{k}` ({spec.id}, key `{spec.key}`)\n\n{spec.description}\n\n"
                 f"{spec.card_table()}\n"
             )
+    if "dedup" in data_files and v.dedup:
+        out.append(f"### `dedup` ({DEDUP_V1.id}, key `{DEDUP_V1.key}`)\n\n"
+                   f"{DEDUP_V1.description}\n\n{DEDUP_V1.card_table()}\n")  # fmt: skip
     return "\n".join(out)
 
 
@@ -292,29 +304,34 @@ def _license_section(license: str | None, fields: dict[str, str]) -> str:
     return f"## Licence\n\n{license}{where}: not a licence id the Hub knows.\n"
 
 
-def _scalars(d) -> dict:
-    return (
-        {k: v for k, v in d.items() if isinstance(v, str | int | float | bool)}
-        if isinstance(d, dict)
-        else {}
-    )
-
-
-def _curation_section(summary: dict | None, dedup_rows: int | None) -> str:
-    """What was removed before the data was kept: near-duplicates (``summary["dedup"]``, and the
-    dedup table's rows) and filters (``summary["filters"]``, the ``filtered`` error rows of the
-    judge). Absent entries are left out; no section when nothing is known."""
-    summary = summary or {}
-    rows = []
-    for key in ("dedup", "filters"):
-        rows += [(f"{key}.{k}", v) for k, v in _scalars(summary.get(key)).items()]
-    filtered = _scalars(summary.get("errors_by_kind")).get("filtered")
-    if filtered is not None:
-        rows.append(("pairs filtered by the judge (error rows of kind `filtered`)", filtered))
-    if dedup_rows is not None:
-        rows.append(("rows of the dedup table (`dedup/`)", dedup_rows))
-    if not rows:
-        return ""
-    lines = ["## Curation\n", "| what | value |", "|---|---|"]
-    lines += [f"| {k} | {_value(v)} |" for k, v in rows]
-    return "\n".join(lines) + "\n"
+def _curation_section(v: ValidationReport, dedup_published: bool) -> str:
+    """What curation removed or noted: the dedup table (counts, threshold, method) and the
+    error rows that are curation, by kind (``pipelines/dataset/curation.py``); none when
+    neither is there."""
+    cur, failures = v.split_errors()
+    lines = ["## Curation\n"]
+    d = v.dedup
+    if d:
+        where = "the `dedup` config" if dedup_published else "the dedup table"
+        lines += [
+            f"**Near-duplicates** (`sama dedup`, {where}, `{DEDUP_V1.id}`): {d['duplicates']} "
+            f"of {d['clips_compared']} clips are marked as near-duplicates of {d['groups']} "
+            f"kept clips. Their rows are still in `clips`: skip the `clip_id`s of `dedup` (the "
+            "`sama` trainer does so by default, `data.skip_duplicates`).\n",
+            "| what | value |",
+            "|---|---|",
+            f"| threshold (cosine of the SigLIP global anchor tokens) | {_value(d['threshold'])} |",
+            f"| method | {_value(d['method'])} |",
+            f"| keep rule | {_value(d['keep_rule'])} |",
+            "",
+        ]
+    if cur:
+        lines += [
+            "**Filtered, guarded off and salvaged** (rows of `errors`, apart from the "
+            f"{sum(failures.values())} failures):\n",
+            "| kind | what | rows |",
+            "|---|---|---|",
+            *[f"| `{k}` | {curation.CURATION_KINDS[k]} | {n} |" for k, n in cur.items()],
+            "",
+        ]
+    return "\n".join(lines) if len(lines) > 1 else ""

@@ -1,6 +1,7 @@
 """``sama publish``: lay a validated dataset out as a Hub dataset repo and upload it resumably.
 
-Repo layout: ``data/{clips,pairs,errors}/*.parquet`` (shards copied byte for byte; a kind with
+Repo layout: ``data/{clips,pairs,errors}/*.parquet`` and the dedup table, if ``sama dedup`` ran,
+as ``data/dedup/*.parquet`` (its own config; files copied byte for byte; a kind with
 more than ``FILES_PER_FOLDER`` shards goes to numbered sub-folders, the Hub's "< 10k entries per
 folder"), the card ``README.md`` (its ``configs`` point at the data files) and
 ``build_config.yaml`` (redacted, ``sama.redact``). Invalid data is refused before anything is
@@ -34,10 +35,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from datasets_spec.checks import Limits
+from pipelines.dataset.dedup_table import DEDUP_DIR, dedup_paths
 from pipelines.dataset.layout import BUILD_CONFIG_FILE, KINDS, license_of, open_dataset_dir
 from pipelines.dataset.validate import ValidationReport, validate
 from pipelines.publish.card import render_card
@@ -103,9 +104,10 @@ class PublishPlan:
         ]
         for k, glob in self.data_files.items():
             n = sum(1 for f in self.files if f.repo_path.startswith(f"data/{k}/"))
-            lines.append(
-                f"  config {k!r}: {n} file(s) {glob} ({self.validation.rows.get(k, 0)} rows)"
-            )
+            rows = self.validation.rows.get(k, 0)
+            if k == "dedup" and self.validation.dedup:
+                rows = self.validation.dedup["duplicates"]
+            lines.append(f"  config {k!r}: {n} file(s) {glob} ({rows} rows)")
         for i, g in enumerate(groups, 1):
             last = f" .. {g[-1].repo_path}" if len(g) > 1 else ""
             lines.append(f"  upload {i}: {len(g)} file(s): {g[0].repo_path}{last}")
@@ -188,6 +190,13 @@ def plan_publish(
         for src, dst in zip(shards, paths, strict=True):
             sfs, p = url_to_fs(src, ds.fs)
             files.append(PlannedFile(dst, int(sfs.size(p)), source=src))
+    dedup = dedup_paths(root, fs) if report.dedup else []
+    if dedup:  # validated above (an invalid table refuses the publish)
+        data_files["dedup"] = f"data/{DEDUP_DIR}/*.parquet"
+        for src in dedup:
+            sfs, p = url_to_fs(src, ds.fs)
+            dst = f"data/{DEDUP_DIR}/{posixpath.basename(src)}"
+            files.append(PlannedFile(dst, int(sfs.size(p)), source=src))
     if ds.build_config is not None:  # redacted: it is shown to everyone
         text = yaml.safe_dump(redact(ds.build_config), sort_keys=False).encode()
         files.append(PlannedFile(BUILD_CONFIG_FILE, len(text), content=text))
@@ -199,24 +208,10 @@ def plan_publish(
         license=license or license_of(ds.build_config),
         license_link=license_of(ds.build_config, "license_link"),
         repo_id=repo_id,
-        dedup_rows=_dedup_rows(ds),
     ).encode()
     files.append(PlannedFile("README.md", len(card), content=card))
     local = is_local(url_to_fs(root, fs)[0])
     return PublishPlan(root, repo_id, files, data_files, report, ds.fs, files_per_commit, local)
-
-
-def _dedup_rows(ds) -> int | None:
-    """Rows of a dedup table (``ROOT/dedup/*.parquet``) if the build wrote one."""
-    fs, path = url_to_fs(ds.root, ds.fs)
-    found = fs.glob(posixpath.join(path, "dedup", "*.parquet"))
-    if not found:
-        return None
-    total = 0
-    for p in found:
-        with fs.open(p, "rb") as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
 
 
 def _copy(plan: PublishPlan, f: PlannedFile, dst: Path) -> None:

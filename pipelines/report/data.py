@@ -116,8 +116,11 @@ def pick(n_rows: int, k: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_rows - 1, min(k, n_rows)).round()})
 
 
-def read_row(ds: DatasetDir, locations: list[tuple[str, int]], index: int) -> dict:
-    """Row ``index`` (over the concatenated readable shards of one kind), all columns."""
+def read_row(
+    ds: DatasetDir, locations: list[tuple[str, int]], index: int, columns: list[str] | None = None
+) -> dict:
+    """Row ``index`` (over the concatenated readable shards of one kind): those of ``columns``
+    the shard has (all by default)."""
     for path, n in locations:
         if index < n:
             fs, p = url_to_fs(path, ds.fs)
@@ -126,7 +129,9 @@ def read_row(ds: DatasetDir, locations: list[tuple[str, int]], index: int) -> di
                 for g in range(pf.num_row_groups):
                     rg_rows = pf.metadata.row_group(g).num_rows
                     if index < rg_rows:
-                        return pf.read_row_group(g).slice(index, 1).to_pylist()[0]
+                        have = pf.schema_arrow.names  # a v1 shard has no preview
+                        cols = None if columns is None else [c for c in columns if c in have]
+                        return pf.read_row_group(g, columns=cols).slice(index, 1).to_pylist()[0]
                     index -= rg_rows
         index -= n
     raise IndexError(index)

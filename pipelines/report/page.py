@@ -3,7 +3,8 @@
 Sections (element ids): ``counts`` (inputs, clips, pairs, errors by kind), ``validation``,
 ``distributions`` (inline SVG plots: clip duration, shots per video, aspect buckets, frame
 counts, caption length, judge scores, errors by kind), ``errors`` (the most frequent failures),
-``samples`` (anchor frames from the source videos and latent previews, with captions) and
+``curation`` and ``dedup`` (what filters, the clean-clip guard, salvage and ``sama dedup``
+removed or noted: ``pipelines/report/curation.py``), ``samples`` (anchor frames from the source videos and latent previews, with captions) and
 ``provenance`` (encoders, policies, build stats). No scripts, no external files.
 """
 
@@ -15,9 +16,12 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from pipelines.dataset import curation
+from pipelines.dataset.dedup_table import DedupTable, read_dedup_table
 from pipelines.dataset.layout import build_stats, num_inputs, open_dataset_dir
 from pipelines.dataset.validate import ValidationReport, validate
 from pipelines.report import svg
+from pipelines.report.curation import curation_section, dedup_section
 from pipelines.report.data import (
     ReportData,
     Sample,
@@ -25,6 +29,7 @@ from pipelines.report.data import (
     collect_samples,
     read_stat_columns,
 )
+from pipelines.report.html import picture, section, table
 from pipelines.report.previews import Picture, VaeDecoder, png_data_uri, upscale
 
 SCORES = (
@@ -77,12 +82,15 @@ def build_report(
             return Picture(f"{label} (VAE)", png_data_uri(rgb), "VAE decode, frame 0")
 
     data.samples = collect_samples(ds, data, samples, latent_picture)
+    dedup = read_dedup_table(root, fs)
     body = [
         _header(root, validation),
-        _counts(data, num_inputs(ds.summary)),
+        _counts(data, num_inputs(ds.summary), dedup),
         _validation(validation),
         _distributions(data),
         _errors(data),
+        curation_section(data),
+        dedup_section(ds, data, dedup),
         _samples(data.samples),
         _provenance(validation, build_stats(ds.summary)),
     ]
@@ -100,24 +108,6 @@ def write_report(root: str, out: str | Path, **kwargs) -> Path:
     return out
 
 
-def _section(id_: str, title: str, inner: str) -> str:
-    return f'<section id="{id_}"><h2>{escape(title)}</h2>{inner}</section>'
-
-
-def _table(header: list[str], rows: list[list], num_cols: tuple[int, ...] = ()) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td{' class=num' if i in num_cols else ''}>{escape(str(v))}</td>"
-            for i, v in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _header(root: str, validation: ValidationReport | None) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if validation is None:
@@ -132,7 +122,7 @@ def _header(root: str, validation: ValidationReport | None) -> str:
     )
 
 
-def _counts(data: ReportData, n_inputs: int | None) -> str:
+def _counts(data: ReportData, n_inputs: int | None, dedup: DedupTable | None) -> str:
     clips, pairs, errors = (data.columns[k] for k in ("clips", "pairs", "errors"))
     media = Counter(pairs["media_type"])
     cards = [
@@ -143,40 +133,43 @@ def _counts(data: ReportData, n_inputs: int | None) -> str:
         ("image pairs", media.get("image", 0)),
         ("video pairs", media.get("video", 0)),
         ("errors", data.rows("errors")),
+        ("of which curation", sum(map(curation.is_curation, errors["kind"]))),
+        ("near-duplicates", "-" if dedup is None else len(dedup.clip_id)),
     ]
     html = (
         "<div class='cards'>"
         + "".join(f"<div class='card'><b>{escape(str(v))}</b>{escape(k)}</div>" for k, v in cards)
         + "</div>"
     )
-    by_kind = Counter(errors["kind"]).most_common()
-    html += "<h3>Errors by kind</h3>" + (
-        _table(["kind", "count"], [list(x) for x in by_kind], (1,))
+    by_kind = _failures(errors)
+    html += "<h3>Errors by kind</h3><p class='muted'>Failures only; curation rows (filters, "
+    html += "clean-clip guard, salvage notes) are counted under Curation.</p>" + (
+        table(["kind", "count"], [list(x) for x in by_kind], (1,))
         if by_kind
         else "<p class='muted'>no errors</p>"
     )
     shards = [[k, n] for k, n in data.shard_counts.items()]
-    html += "<h3>Shards</h3>" + _table(["kind", "shards"], shards, (1,))
+    html += "<h3>Shards</h3>" + table(["kind", "shards"], shards, (1,))
     if data.skipped:
         html += (
             "<p class='bad'>Unreadable shards (left out of every count):</p><ul>"
             + "".join(f"<li>{escape(s)}</li>" for s in data.skipped)
             + "</ul>"
         )
-    return _section("counts", "Counts", html)
+    return section("counts", "Counts", html)
 
 
 def _validation(v: ValidationReport | None) -> str:
     if v is None:
-        return _section("validation", "Validation", "<p class='muted'>skipped</p>")
+        return section("validation", "Validation", "<p class='muted'>skipped</p>")
     verdict = (
         "<p class='ok'>All checks passed.</p>"
         if v.ok
         else f"<p class='bad'>{len(v.errors)} error(s).</p>"
     )
     rows = [[p.level, p.check, p.shard or "", p.message] for p in v.problems[:100]]
-    table = _table(["level", "check", "shard", "message"], rows) if rows else ""
-    return _section("validation", "Validation", verdict + table)
+    listed = table(["level", "check", "shard", "message"], rows) if rows else ""
+    return section("validation", "Validation", verdict + listed)
 
 
 def _distributions(data: ReportData) -> str:
@@ -223,7 +216,7 @@ def _distributions(data: ReportData) -> str:
         ]
     else:
         left_out.append("instruction and judge-score plots (no pairs)")
-    by_kind = Counter(errors["kind"]).most_common()
+    by_kind = _failures(errors)
     if by_kind:
         plots.append(
             svg.bar_chart(
@@ -231,42 +224,40 @@ def _distributions(data: ReportData) -> str:
             )
         )
     note = f"<p class='muted'>Left out: {'; '.join(left_out)}.</p>" if left_out else ""
-    return _section(
+    return section(
         "distributions", "Distributions", f"<div class='plots'>{''.join(plots)}</div>{note}"
     )
+
+
+def _failures(errors: dict[str, list]) -> list[tuple[str, int]]:
+    """Error rows by kind, curation left out, most frequent first."""
+    return Counter(k for k in errors["kind"] if not curation.is_curation(k)).most_common()
 
 
 def _errors(data: ReportData, limit: int = 25) -> str:
     e = data.columns["errors"]
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, key in enumerate(zip(e["stage"], e["kind"], strict=True)):
-        groups[key].append(i)
+        if not curation.is_curation(key[1]):  # counted under Curation
+            groups[key].append(i)
     worst = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
     rows = [
         [stage, kind, len(ix), e["item_id"][ix[0]], e["input_uri"][ix[0]], e["message"][ix[0]]]
         for (stage, kind), ix in worst
     ]
     if not rows:
-        return _section("errors", "Worst errors", "<p class='muted'>no errors</p>")
+        return section("errors", "Worst errors", "<p class='muted'>no errors</p>")
     note = "<p class='muted'>Grouped by stage and kind, most frequent first; one example each.</p>"
-    table = _table(["stage", "kind", "count", "example item", "input", "message"], rows, (2,))
-    return _section("errors", "Worst errors", note + table)
-
-
-def _picture(p: Picture) -> str:
-    if p.data_uri:
-        img = f"<img src='{p.data_uri}' alt='{escape(p.label)}' title='{escape(p.note)}'>"
-    else:
-        img = f"<div class='missing'>{escape(p.note or 'n/a')}</div>"
-    return f"<div class='pic'>{img}{escape(p.label)}</div>"
+    listed = table(["stage", "kind", "count", "example item", "input", "message"], rows, (2,))
+    return section("errors", "Worst errors", note + listed)
 
 
 def _samples(samples: list[Sample]) -> str:
     if not samples:
-        return _section("samples", "Samples", "<p class='muted'>no clips or pairs</p>")
+        return section("samples", "Samples", "<p class='muted'>no clips or pairs</p>")
     figs = []
     for s in samples:
-        pics = "".join(_picture(p) for p in s.pictures)
+        pics = "".join(picture(p) for p in s.pictures)
         figs.append(
             f"<figure data-kind='{s.kind}'><div class='pics'>{pics}</div><figcaption>"
             f"<b>{escape(s.id)}</b>: {escape(s.text)}<div class='meta'>{escape(s.meta)}"
@@ -277,7 +268,7 @@ def _samples(samples: list[Sample]) -> str:
         "<i>(VAE)</i> = latent frame 0 decoded by the Wan VAE (<code>--vae</code>); "
         "<i>(ch 0-2)</i> = latent channels 0-2 of latent frame 0 shown as RGB, no decoding.</p>"
     )
-    return _section("samples", "Samples", note + f"<div class='grid'>{''.join(figs)}</div>")
+    return section("samples", "Samples", note + f"<div class='grid'>{''.join(figs)}</div>")
 
 
 def _flatten(d: dict, prefix: str = "") -> list[list[str]]:
@@ -294,9 +285,9 @@ def _flatten(d: dict, prefix: str = "") -> list[list[str]]:
 
 def _provenance(v: ValidationReport | None, stats: dict) -> str:
     prov = v.provenance() if v is not None else None
-    html = _table(["key", "value"], _flatten(prov)) if prov else "<p class='muted'>unknown</p>"
+    html = table(["key", "value"], _flatten(prov)) if prov else "<p class='muted'>unknown</p>"
     if stats:
-        html += "<h3>Build stats</h3>" + _table(
+        html += "<h3>Build stats</h3>" + table(
             ["stat", "value"], [[k, s] for k, s in stats.items()]
         )
-    return _section("provenance", "Provenance", html)
+    return section("provenance", "Provenance", html)

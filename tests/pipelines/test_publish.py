@@ -199,21 +199,28 @@ def test_license_fields(given, link, want):
 
 
 def test_card_shows_curation_and_a_custom_licence(dataset, tmp_path):
-    import json
+    from pipelines.cli_tools import dedup_main
+    from pipelines.dataset.dedup_table import read_dedup_table
 
     root, _ = dataset
-    summary = json.loads((root / "summary.json").read_text())
-    summary["dedup"] = {"method": "siglip-cosine", "threshold": 0.95, "removed": 12}
-    summary["errors_by_kind"] = {"filtered": 3, "not_a_video": 2}
-    (root / "summary.json").write_text(json.dumps(summary))
+    assert dedup_main([str(root), "--executor", "local", "--threshold", "0.3"]) == 0
+    table = read_dedup_table(str(root))
     cfg = {"license": "My Data Licence", "license_link": "https://example.org/licence"}
     (root / "build_config.yaml").write_text(yaml.safe_dump(cfg))
-    card = dry_run(root, tmp_path / "repo")["README.md"].decode()
+    files = dry_run(root, tmp_path / "repo")
+    card = files["README.md"].decode()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["license"] == "other" and meta["license_name"] == "my-data-licence"
     assert meta["license_link"] == "https://example.org/licence"
-    assert "## Curation" in card and "| dedup.removed | 12 |" in card
-    assert "| pairs filtered by the judge (error rows of kind `filtered`) | 3 |" in card
+    assert [f for f in files if f.startswith("data/dedup/")] == [
+        f"data/dedup/{p.name}" for p in root.glob("dedup/*.parquet")
+    ]
+    assert "## Curation" in card
+    n, groups = len(table.clip_id), table.groups
+    assert f"{n} of 7 clips are marked as near-duplicates of {groups} kept clips" in card
+    assert "| threshold (cosine of the SigLIP global anchor tokens) | 0.3 |" in card
+    assert "| `filtered` | VLM judge: pair under the score thresholds | 1 |" in card
+    assert f"| `dedup` | dedup/v1 | {n} | 1 | `data/dedup/*.parquet` |" in card
 
 
 def test_upload_goes_through_lfs_and_hides_the_token(dataset, hub, tmp_path, capsys, caplog):

@@ -19,7 +19,16 @@ from pipelines.report.page import build_report
 from pipelines.report.previews import encode_png, latent_preview, read_frame
 
 CHROMIUM = "/usr/bin/chromium"
-SECTIONS = ["counts", "validation", "distributions", "errors", "samples", "provenance"]
+SECTIONS = [
+    "counts",
+    "validation",
+    "distributions",
+    "errors",
+    "curation",
+    "dedup",
+    "samples",
+    "provenance",
+]
 PLOTS = [
     "Clip duration",
     "Shots per video",
@@ -104,7 +113,7 @@ def test_report_has_every_section_plot_and_sample(dataset, tmp_path, capsys):
     assert page.sections == SECTIONS
     assert list(page.plots) == PLOTS
     assert page.plots["Shots per video"] == 3  # v0: 3 shots, v1: 2, v2/v3: 1
-    assert page.plots["Errors by kind"] == 3
+    assert page.plots["Errors by kind"] == 2  # failures: the judge's `filtered` row is curation
     assert page.plots["Judge score: instruction following"] == 3
     assert page.plots["Judge score: motion consistency"] == 1  # images have no MC score
     assert page.external == []

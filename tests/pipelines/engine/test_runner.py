@@ -129,3 +129,17 @@ def test_group_runner_applies_its_stages_in_order_and_splits_rows_for_the_writer
     assert [r["clip_id"].split("-", 1)[1] for r in rows] == ["s000-c00", "s001-c00", "s002-c00"]
     assert pa.concat_tables(split).column("clip_id").to_pylist() == [r["clip_id"] for r in rows]
     assert all(t.column_names == list(columns[-1]) for t in whole + split)
+
+
+def test_map_files_in_process_keeps_the_item_order_and_reports_each_result():
+    """``executor=local``; the Ray path is exercised by ``sama dedup`` on Ray
+    (tests/pipelines/dataset/test_dedup.py)."""
+    from pipelines.engine.runner import map_files
+
+    seen = []
+    out = map_files(
+        len, ["a", "bbb", ""], executor="local", on_result=lambda i, r: seen.append((i, r))
+    )
+    assert out == [1, 3, 0] and seen == [(0, 1), (1, 3), (2, 0)]
+    with pytest.raises(TypeError):
+        map_files(len, [3], executor="local")  # fn's own exception comes through
