@@ -12,12 +12,9 @@ import pyarrow as pa
 
 from datasets_spec import CLIPS
 from datasets_spec.base import Column
-from pipelines.engine.stage import registry_with_engine
+from pipelines.engine.stage import in_flight, registry_with_engine, spec_names, spec_tensor_names
 
-
-def _c(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
-    return Column(name, type_, description, stage, nullable=True)
-
+_c = in_flight
 
 SPEC = CLIPS  # the record kind (and version) this recipe writes
 INTERNAL: tuple[Column, ...] = (
@@ -42,13 +39,9 @@ REQUIRED_CLIP_COLUMNS = tuple(c.name for c in SPEC.columns if not c.nullable)
 
 def clip_columns(*names: str) -> tuple[str, ...]:
     """Names checked against the spec (a typo fails at import, not mid-build)."""
-    known = set(SPEC.column_names)
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise KeyError(f"{bad} are not {SPEC.id} columns")
-    return names
+    return spec_names(SPEC, *names)
 
 
 def tensor_columns(name: str) -> tuple[str, str, str]:
     """The three stored columns of a tensor column of the spec."""
-    return clip_columns(name, f"{name}_shape", f"{name}_dtype")
+    return spec_tensor_names(SPEC, name)

@@ -64,6 +64,25 @@ def registry_with_engine(columns: Iterable[Column]) -> Registry:
     return {**{c.name: c for c in columns}, **ENGINE_COLUMNS}
 
 
+def in_flight(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
+    """A recipe's in-flight column (never written; nullable: an error row has none)."""
+    return Column(name, type_, description, stage, nullable=True)
+
+
+def spec_names(spec: Any, *names: str) -> tuple[str, ...]:
+    """Names checked against a record spec (a typo fails at import, not mid-build)."""
+    known = set(spec.column_names)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise KeyError(f"{bad} are not {spec.id} columns")
+    return names
+
+
+def spec_tensor_names(spec: Any, name: str) -> tuple[str, str, str]:
+    """The three stored columns (bytes, shape, dtype) of a tensor column of a record spec."""
+    return spec_names(spec, name, f"{name}_shape", f"{name}_dtype")  # type: ignore[return-value]
+
+
 class Stage:
     """Base class of the build stages (see the module docstring)."""
 

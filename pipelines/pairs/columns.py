@@ -11,12 +11,9 @@ import pyarrow as pa
 
 from datasets_spec import PAIRS
 from datasets_spec.base import Column
-from pipelines.engine.stage import registry_with_engine
+from pipelines.engine.stage import in_flight, registry_with_engine, spec_names, spec_tensor_names
 
-
-def _c(name: str, type_: pa.DataType, description: str, stage: str) -> Column:
-    return Column(name, type_, description, stage, nullable=True)
-
+_c = in_flight
 
 SPEC = PAIRS  # the record kind (and version) this recipe writes
 PAIR_INTERNAL: tuple[Column, ...] = (
@@ -41,13 +38,9 @@ SCORE_COLUMNS = {"if": "score_if", "vq": "score_vq", "cp": "score_cp", "mc": "sc
 
 def pair_columns(*names: str) -> tuple[str, ...]:
     """Names checked against ``pairs/v1`` (a typo fails at import, not mid-build)."""
-    known = set(SPEC.column_names)
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise KeyError(f"{bad} are not {SPEC.id} columns")
-    return names
+    return spec_names(SPEC, *names)
 
 
 def pair_tensor_columns(name: str) -> tuple[str, str, str]:
     """The three stored columns of a ``pairs/v1`` tensor column."""
-    return pair_columns(name, f"{name}_shape", f"{name}_dtype")
+    return spec_tensor_names(SPEC, name)
