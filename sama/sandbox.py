@@ -54,6 +54,17 @@ GRACE_S = 5.0  # the child's own deadline check gets this long before the kill
 POLL_S = 0.2
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class Budget:
     seconds: float

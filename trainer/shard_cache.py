@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from sama.sandbox import pid_alive
+
 INDEX_FORMAT = 1
 
 
@@ -74,16 +76,6 @@ def version_of(info: dict[str, Any]) -> str:
         if v:
             return str(v)
     return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ShardCache:
@@ -145,7 +137,7 @@ class ShardCache:
             for p in self.shards.iterdir():
                 if p.name.startswith(".tmp-"):
                     pid = p.name.split("-")[1]
-                    if pid.isdigit() and not _pid_alive(int(pid)):
+                    if pid.isdigit() and not pid_alive(int(pid)):
                         p.unlink(missing_ok=True)
                     continue
                 with contextlib.suppress(FileNotFoundError):

@@ -31,6 +31,7 @@ from typing import Any
 from pipelines.engine.root import LEASE_FILE
 from pipelines.engine.writer import is_local, open_atomic, protocols
 from sama.errors import ConfigError
+from sama.sandbox import pid_alive
 
 
 class LeaseHeld(ConfigError):
@@ -39,16 +40,6 @@ class LeaseHeld(ConfigError):
 
 def _now() -> float:
     return time.time()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Lease:
@@ -130,7 +121,7 @@ class Lease:
     def is_stale(self, holder: dict) -> tuple[bool, str]:
         age = _now() - float(holder.get("heartbeat") or 0)
         here = holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
-        if here and not _pid_alive(holder["pid"]):
+        if here and not pid_alive(holder["pid"]):
             return True, f"its process {holder['pid']} on this host is gone"
         if age > float(holder.get("ttl_s") or self.ttl_s):
             return True, f"its last heartbeat was {age:.0f}s ago"
