@@ -28,9 +28,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sama.testing.ray_cluster import RAY_ENV, local_cluster
 
 FPS = 24
 # The whole-build row runs at 64p: even the tiny Wan VAE (base_dim 8) takes ~40 s per 81-frame
@@ -192,28 +191,6 @@ def bench_film(tmp: Path) -> None:
 
 
 # ---- a real 2-node cluster ----------------------------------------------------------------
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray_bin, "start", *args, "--num-cpus=1", "--block",
-                             "--object-store-memory=150000000", "--disable-usage-stats",
-                             "--dashboard-agent-listen-port=0"], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
-
-
-def _await(log: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 90
-    while "Ray runtime started" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(log.read_text()[-2000:])
-        time.sleep(0.2)
-
-
 def steady_rate(out: Path) -> tuple[int, float]:
     """(rows, rows/s) between the first and the last shard written (their mtimes: each write
     task writes one shard as its bundle completes)."""
@@ -236,18 +213,9 @@ def bench_scaling(tmp: Path) -> None:
         make_video(videos / f"v{i}.mp4", 20, (192, 108), seed=10 + i)
     print("4. build throughput on a local cluster of 1-CPU nodes: 2 nodes vs 1 (12 videos x 20 s,"
           " 192x108, 64p 17-frame clips, tiny encoders)")  # fmt: skip
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     rates = {}
     for n_nodes in (1, 2):
-        port, temp = _port(), tempfile.mkdtemp(prefix="sb", dir="/tmp")
-        nodes = []
-        try:
-            nodes.append(_node(["--head", f"--port={port}", "--include-dashboard=false",
-                                f"--temp-dir={temp}"], tmp / f"head{n_nodes}.log", env))  # fmt: skip
-            _await(tmp / f"head{n_nodes}.log", nodes[-1])
-            if n_nodes == 2:
-                nodes.append(_node([f"--address=127.0.0.1:{port}"], tmp / "node.log", env))
-                _await(tmp / "node.log", nodes[-1])
+        with local_cluster(tmp, nodes=n_nodes, cpus=1, store_bytes=150_000_000) as (address, _):
             out = tmp / f"scale{n_nodes}"
             res = subprocess.run(
                 [sys.executable, "-m", "sama.cli", "build", str(ROOT / "configs/build_demo.yaml"),
@@ -256,18 +224,12 @@ def bench_scaling(tmp: Path) -> None:
                  *(f"engine.{s}.num_cpus=0.4" for s in ("probe", "clips", "caption", "write")),
                  *(f"engine.{s}.num_cpus=0.1" for s in ("latents", "anchors", "text")),
                  *(f"engine.{s}.concurrency={n_nodes}" for s in ("latents", "anchors", "text")),
-                 "--ray-address", f"127.0.0.1:{port}"],
-                cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+                 "--ray-address", address],
+                cwd=ROOT, capture_output=True, text=True, env=RAY_ENV)  # fmt: skip
             if res.returncode != 0:
                 raise RuntimeError(res.stderr[-3000:])
             rows, rates[n_nodes] = steady_rate(out)
             print(f"   {n_nodes} node(s): {rows} clips, steady state {rates[n_nodes]:.2f} clips/s")
-        finally:
-            for p in nodes:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            shutil.rmtree(temp, ignore_errors=True)
     print(f"   ratio {rates[2] / rates[1]:.2f}x  (goal >= 1.8x; {os.cpu_count()} cores here in all)")
 
 

@@ -6,21 +6,16 @@
   (without per-node placement this build waited forever).
 - Killing the worker node (its raylet and workers, SIGKILL) mid-build: the build, or its re-run,
   ends with exactly the rows of an uninterrupted build.
-Token authentication stays on: the nodes and the build share the token Ray keeps in
-``~/.ray/auth_token``.
+The cluster is ``sama.testing.ray_cluster.local_cluster`` (token authentication on).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,58 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.build import build
+from sama.testing.ray_cluster import RAY_ENV as ENV
+from sama.testing.ray_cluster import local_cluster
 from tests.pipelines.helpers import assert_close_bf16, demo_config, tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_node(args: list[str], log: Path, cpus: int) -> subprocess.Popen:
-    """``ray start ... --block`` in its own process group (so the test stops exactly it)."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    common = [f"--num-cpus={cpus}", "--object-store-memory=100000000", "--block",
-              "--dashboard-agent-listen-port=0", "--disable-usage-stats"]  # fmt: skip
-    return subprocess.Popen([ray_bin, "start", *args, *common], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=ENV)  # fmt: skip
-
-
-def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.2)
-
-
-@contextmanager
-def cluster(tmp_path: Path, cpus: int):
-    """A head and a worker node; yields (address, worker process)."""
-    port = _free_port()
-    # A temp dir of its own: `ray start` writes its address to TEMP/ray_current_cluster, and a
-    # plain ray.init() anywhere on this machine would otherwise join this cluster. Short, for
-    # the Unix socket paths under it.
-    temp = tempfile.mkdtemp(prefix="sr", dir="/tmp")
-    nodes: list[subprocess.Popen] = []
-    try:
-        head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
-        nodes.append(_ray_node(head, tmp_path / "head.log", cpus))
-        _wait_for(tmp_path / "head.log", "Ray runtime started", nodes[0])
-        nodes.append(_ray_node([f"--address=127.0.0.1:{port}"], tmp_path / "node.log", cpus))
-        _wait_for(tmp_path / "node.log", "Ray runtime started", nodes[1])
-        yield f"127.0.0.1:{port}", nodes[1]
-    finally:
-        for p in nodes:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     return tiny_models(tmp_path_factory)
@@ -123,7 +71,7 @@ def test_one_cpu_per_node_places_actors_and_tasks_and_finishes(
     models, sample_set, reference, tmp_path
 ):
     out = tmp_path / "out"
-    with cluster(tmp_path, cpus=1) as (address, _):
+    with local_cluster(tmp_path, nodes=2, cpus=1) as (address, _):
         done = subprocess.run(_cmd(models, sample_set, out, address), cwd=ROOT, env=ENV,
                               capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -133,7 +81,7 @@ def test_one_cpu_per_node_places_actors_and_tasks_and_finishes(
 def test_killing_the_worker_node_mid_build_loses_no_row(models, sample_set, reference, tmp_path):
     out = tmp_path / "out"
     small = "output.shard_size_mb=0.000001"  # a shard per row: state to resume from
-    with cluster(tmp_path, cpus=2) as (address, worker):
+    with local_cluster(tmp_path, nodes=2, cpus=2) as (address, (_, worker)):
         proc = subprocess.Popen(_cmd(models, sample_set, out, address, small), cwd=ROOT, env=ENV,
                                 start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)  # fmt: skip
