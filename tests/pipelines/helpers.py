@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.config import BuildConfig, load_build_config
@@ -45,3 +47,16 @@ def assert_close_bf16(row: dict, ref: dict, column: str, where: str) -> None:
     b = decode_array(ref[column], ref[f"{column}_shape"], ref[f"{column}_dtype"]).astype(np.float32)
     assert a.shape == b.shape, (where, column)
     assert np.allclose(a, b, rtol=2**-6, atol=2**-8), (where, column, float(np.abs(a - b).max()))
+
+
+@contextmanager
+def local_ray(num_cpus: int = 2) -> Iterator[str]:
+    """A local Ray (object store capped at 200 MiB, no dashboard); yields its GCS address."""
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, object_store_memory=200 * 2**20,
+             include_dashboard=False, logging_level="WARNING")  # fmt: skip
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

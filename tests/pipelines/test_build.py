@@ -11,6 +11,7 @@ entries, ``internal_error`` rows and ``engine.max_error_rate`` behave as documen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -31,6 +32,7 @@ from datasets_spec.provenance import REQUIRED, read_provenance
 from pipelines.build import build, build_main
 from pipelines.dataset.validate import validate
 from pipelines.engine.lease import LeaseHeld
+from pipelines.engine.resume import sidecar_tables
 from sama.errors import ConfigError
 from sama.media import write_shot_video
 from tests.pipelines.helpers import demo_config, tiny_models
@@ -219,13 +221,21 @@ def _build_cmd(models, corpus, out, *extra) -> list[str]:
             corpus["allowed"], "engine.strict=true", *extra]  # fmt: skip
 
 
-def _wait_for_sidecar(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for_complete_input(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the finished sidecars (not the `.tmp-*` file of one being written) account for
+    every row of at least one input (an input makes several rows: its clips, its dropped-clip
+    and salvage rows, so one shard is not yet a finished input)."""
     sidecars = out / "_state" / "clips" / "sidecars"
     deadline = time.monotonic() + timeout
-    # a finished sidecar, not the `.tmp-*` file of one being written
-    while not (sidecars.exists() and any(sidecars.glob("[!.]*.json"))):
+    while True:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, f"no shard written within {timeout} s"
+        assert time.monotonic() < deadline, f"no input finished within {timeout} s"
+        found = []
+        for p in sidecars.glob("[!.]*.json") if sidecars.exists() else ():
+            with contextlib.suppress(OSError, ValueError):  # renamed in place: always whole
+                found.append(json.loads(p.read_text()))
+        if found and len(sidecar_tables(found).done_ids()) >= 1:
+            return
         time.sleep(0.05)
 
 
@@ -237,7 +247,7 @@ def test_kill_mid_build_then_resume_gives_the_same_rows(
     proc = subprocess.Popen(_build_cmd(models, corpus, out, *small, "--ray-address", ray_address),
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
-    _wait_for_sidecar(out, proc)
+    _wait_for_complete_input(out, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "summary.json").exists(), "the build finished before it was killed"

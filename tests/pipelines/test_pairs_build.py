@@ -27,7 +27,7 @@ from pipelines.dataset.validate import validate
 from sama.errors import ConfigError
 from sama.pairs.demo import make_pair_set
 from sama.video.buckets import buckets_for, nearest_bucket
-from tests.pipelines.helpers import demo_config, tiny_models
+from tests.pipelines.helpers import demo_config, local_ray, tiny_models
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MAX_FRAMES = 17  # configs/build_demo_pairs.yaml: pairs.align.max_frames
@@ -37,12 +37,8 @@ PREFIX = "[Video edit] "
 
 @pytest.fixture(scope="module")
 def ray_address():
-    import ray
-
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
-             include_dashboard=False, logging_level="WARNING")  # fmt: skip
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

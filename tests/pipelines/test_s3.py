@@ -25,7 +25,7 @@ import pytest
 
 from pipelines.build import build
 from pipelines.dataset.validate import validate
-from tests.pipelines.helpers import assert_close_bf16, demo_config, tiny_models
+from tests.pipelines.helpers import assert_close_bf16, demo_config, local_ray, tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "STORAGE-OPTIONS-SECRET-4242"
@@ -80,12 +80,8 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_address(s3):  # after the environment points at the server: workers inherit it
-    import ray
-
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
-             include_dashboard=False, logging_level="WARNING")  # fmt: skip
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

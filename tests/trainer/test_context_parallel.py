@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.trainer.conftest import CONFIG_DIR, debug_overrides
-from tests.trainer.trainer_fixtures import REPO, torchrun_env
+from tests.trainer.trainer_fixtures import REPO, TORCHRUN_2, torchrun_env
 from trainer import train as train_mod
 from trainer.config import load_train_config
 
@@ -28,12 +27,7 @@ TOL = dict(atol=1e-6, rtol=1e-5)
 
 def test_split_sequence_gives_the_unsplit_loss_and_gradients(tmp_path):
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *TORCHRUN_2,
         str(Path(__file__).with_name("cp_probe.py")),
         str(tmp_path),
     ]
@@ -67,12 +61,7 @@ def test_training_with_context_parallel_matches_one_rank(tmp_path, tiny_models, 
     )["history"]
     out = tmp_path / "cp"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *TORCHRUN_2,
         "-m",
         "trainer.train",
         str(CONFIG_DIR / "debug_cpu.yaml"),

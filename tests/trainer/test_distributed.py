@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
 from tests.trainer.conftest import CONFIG_DIR, debug_overrides
-from tests.trainer.trainer_fixtures import REPO, torchrun_env
+from tests.trainer.trainer_fixtures import REPO, TORCHRUN_2, torchrun_env
 from trainer import checkpoint as ckpt_io
 from trainer.config import load_train_config
 from trainer.distributed import init_distributed
@@ -29,12 +28,7 @@ from trainer.train import build, train
 
 def torchrun(tiny_models, root, out, *extra, entry=("-m", "trainer.train"), ok=True) -> str:
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *TORCHRUN_2,
         *entry,
         str(CONFIG_DIR / "debug_cpu.yaml"),
         *debug_overrides(

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.trainer.trainer_fixtures import REPO, torchrun_env
+from tests.trainer.trainer_fixtures import REPO, TORCHRUN_2, torchrun_env
 from trainer.model import SamaTransformer
 from trainer.sama_modules import SamaConfig, new_modules_init
 from trainer.weights import (
@@ -147,12 +147,7 @@ def test_sharded_load_keeps_host_memory_per_rank_well_under_the_model(tmp_path, 
     models, size = big_dit
     probe = str(Path(__file__).with_name("rss_probe.py"))
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *TORCHRUN_2,
         probe,
         models,
         str(tmp_path),

@@ -9,9 +9,20 @@ embeddings of the tiny text width (32) for every prompt a row can be trained wit
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from tests.fakes import fake_provenance, make_fake_clip_rows, make_fake_pair_rows, write_fake_shard
+
+# two local processes under torchrun (gloo on CPU)
+TORCHRUN_2 = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+]
 
 # Written out by hand from SAMA.md section 7 (not generated from trainer/convert.py).
 RELEASED_BLOCK_NAMES = {

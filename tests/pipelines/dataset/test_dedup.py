@@ -5,7 +5,9 @@ errors; ``validate``, ``report`` and the card show the table and the curation ro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +26,7 @@ from pipelines.engine.root import LEASE_FILE
 from pipelines.publish.hub import plan_publish, write_folder
 from pipelines.report.page import build_report
 from tests.pipelines.dataset.corpus import COPIES, CURATED, OTHERS, built_root, clip_id
+from tests.pipelines.helpers import local_ray
 from tests.pipelines.test_report import parse
 
 KEPT = clip_id("box")
@@ -41,22 +44,12 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def deduped(tmp_path_factory):
     """A copy of the built root, deduplicated by ``sama dedup`` on a local Ray (2 CPUs)."""
-    import ray
-
     root = tmp_path_factory.mktemp("deduped") / "dataset"
     shutil.copytree(built_root(tmp_path_factory), root)
     before = _digests(root)
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             object_store_memory=200 * 2**20, logging_level="WARNING")  # fmt: skip
-    try:
-        import contextlib
-        import io
-
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rc = dedup_main([str(root)])
-    finally:
-        ray.shutdown()
+    out = io.StringIO()
+    with local_ray(), contextlib.redirect_stdout(out):
+        rc = dedup_main([str(root)])
     return {"root": root, "rc": rc, "stdout": out.getvalue(), "before": before}
 
 
