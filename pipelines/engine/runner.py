@@ -245,9 +245,24 @@ def _label(group: list[Stage]) -> str:
     return "+".join(s.name for s in group)
 
 
+def _stage_names(cls: type[Stage]) -> set[str]:
+    """Names of every stage class defined (both recipes, either decode path, enabled or not)."""
+    out = set()
+    for sub in cls.__subclasses__():
+        if getattr(sub, "name", None):
+            out.add(sub.name)
+        out |= _stage_names(sub)
+    return out
+
+
 def fuse_groups(stages: list[Stage], fuse: list[list[str]]) -> list[list[Stage]]:
     """Stages grouped as ``engine.fuse`` says (each group consecutive), the rest alone."""
     names = [s.name for s in stages]
+    known = _stage_names(Stage)
+    unknown = sorted({n for g in fuse for n in g} - known)
+    if unknown:
+        raise ConfigError(f"engine.fuse names unknown stage(s) {unknown}; the stages of this "
+                          f"build, in order: {names}")  # fmt: skip
     groups: list[list[Stage]] = []
     i = 0
     # keyed by the group's first *enabled* stage (a group may name stages of the other decode path)

@@ -99,6 +99,12 @@ def test_a_fuse_group_that_names_a_disabled_stage_fuses_the_enabled_ones():
                                                          ["encode_anchors"]]  # fmt: skip
 
 
+def test_a_fuse_group_with_a_misspelt_stage_is_a_config_error():
+    stages, _ = _stages()
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['encode_latent'\].*probe"):
+        fuse_groups(stages, [["encode_latent", "encode_anchors"]])
+
+
 @pytest.mark.parametrize("group", [["probe", "caption"], ["encode_latents", "encode_anchors"]])
 def test_a_fuse_group_that_is_not_consecutive_is_a_config_error(group):
     stages, _ = _stages()
