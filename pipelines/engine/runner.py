@@ -50,6 +50,7 @@ PROPAGATED_ENV = (
     "HF_HOME",
     "TOKENIZERS_PARALLELISM",
 )
+LISTING_CPUS = 0.25  # a read task of the inputs table (a slice of a small table) before an actor
 
 
 @dataclass
@@ -366,7 +367,9 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
     cfg = job.cfg
     groups = fuse_groups(job.stages, cfg.engine.fuse)
     w = cfg.engine.write
-    pins, problems = plan_placement(groups, cluster_nodes(), (("write", w.num_cpus, 0.0),))
+    read_args = _read_args(groups)
+    pins, problems = plan_placement(groups, cluster_nodes(), (("listing", read_args["num_cpus"], 0.0),
+                                                              ("write", w.num_cpus, 0.0)))  # fmt: skip
     if problems and not cfg.engine.ray_address:
         raise ConfigError("; ".join(problems))
     for p in problems:  # a cluster may autoscale: warn only
@@ -374,7 +377,8 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
     done_ref = ray.put(job.done) if len(job.done) else None
     skip_ref = ray.put(job.skip) if len(job.skip) else None
     source = make_datasource(job, done_ref)
-    ds = ray.data.read_datasource(source, override_num_blocks=max(1, len(job.listed.parts)))
+    ds = ray.data.read_datasource(source, override_num_blocks=max(1, len(job.listed.parts)),
+                                  ray_remote_args=read_args)  # fmt: skip
     at = 0
     for gi, group in enumerate(groups):
         cols = columns[at : at + len(group)]
@@ -390,6 +394,15 @@ def _run_ray(job: Job, columns: list[tuple[str, ...]]) -> dict:
         for text in table.column("sidecar").to_pylist():
             job.on_sidecar(json.loads(text))
     return operator_stats(ds)
+
+
+def _read_args(groups: list[list[Stage]]) -> dict[str, Any]:
+    """What a read task of the inputs table declares: the first stage's task resources when it
+    is a task (Ray Data can then fuse the read into it), else ``LISTING_CPUS``. Never Ray's
+    default of a whole CPU: on a node whose CPUs the actors share, that read never starts."""
+    if groups and not any(s.uses_actor() for s in groups[0]):
+        return _resource_args(groups[0])
+    return {"num_cpus": LISTING_CPUS}
 
 
 def _resource_args_of(res: Any) -> dict[str, Any]:

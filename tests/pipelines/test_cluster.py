@@ -78,6 +78,21 @@ def test_one_cpu_per_node_places_actors_and_tasks_and_finishes(
     _assert_same_rows(out, reference)
 
 
+def test_one_node_whose_cpu_the_actors_share_still_reads_its_inputs(
+    models, sample_set, reference, tmp_path
+):
+    """Actors at 0.1 CPU each on a 1-CPU node leave 0.7: the tasks (0.4) fit, and so must the
+    read of the inputs table (Ray's default of a whole CPU waited forever)."""
+    out = tmp_path / "out"
+    fractions = [*(f"engine.{s}.num_cpus=0.4" for s in ("probe", "clips", "caption", "write")),
+                 *(f"engine.{s}.num_cpus=0.1" for s in ("latents", "anchors", "text"))]  # fmt: skip
+    with local_cluster(tmp_path, nodes=1, cpus=1) as (address, _):
+        done = subprocess.run(_cmd(models, sample_set, out, address, *fractions), cwd=ROOT,
+                              env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_rows(out, reference)
+
+
 def test_killing_the_worker_node_mid_build_loses_no_row(models, sample_set, reference, tmp_path):
     out = tmp_path / "out"
     small = "output.shard_size_mb=0.000001"  # a shard per row: state to resume from
