@@ -466,7 +466,9 @@ def make_datasource(job: Job, done_ref: Any) -> Any:
 
 
 def operator_stats(ds: Any) -> dict:
-    """Per Ray Data operator: wall time, rows and bytes out (Ray's own statistics)."""
+    """Per Ray Data operator: wall time, when it started and ended (seconds after the first
+    operator started: the last ``end_s`` is the pipeline's execution time), rows and bytes out
+    (Ray's own statistics)."""
     out: dict = {}
     try:
         summary = ds._get_stats_summary()
@@ -477,6 +479,8 @@ def operator_stats(ds: Any) -> dict:
         s = todo.pop()
         chain = list(s.operators_stats) + chain
         todo.extend(s.parents)
+    starts = [op.earliest_start_time for op in chain if op.earliest_start_time]
+    t0 = min(starts) if starts else None
     for op in chain:
         rows = getattr(op.output_num_rows, "sum", None)
         nbytes = getattr(op.output_size_bytes, "sum", None)
@@ -485,6 +489,8 @@ def operator_stats(ds: Any) -> dict:
             wall = op.latest_end_time - op.earliest_start_time
         out[op.operator_name] = {
             "wall_s": round(wall, 3) if wall is not None else None,
+            "start_s": round(op.earliest_start_time - t0, 3) if wall is not None else None,
+            "end_s": round(op.latest_end_time - t0, 3) if wall is not None else None,
             "task_time_s": round(op.time_total_s, 3),
             "rows_in": op.total_input_num_rows,
             "rows_out": rows,
