@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,12 +29,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], log: Path, cpus: int, store_bytes: int) -> subprocess.Popen:
+def pinned(cores: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that confines a child (and all it starts) to ``cores`` (None: no pin)."""
+    if not cores:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def _start(args: list[str], log: Path, cpus: int, store_bytes: int,
+           cores: set[int] | None) -> subprocess.Popen:  # fmt: skip
     ray_bin = str(Path(sys.executable).with_name("ray"))
     common = [f"--num-cpus={cpus}", f"--object-store-memory={store_bytes}", "--block",
               "--dashboard-agent-listen-port=0", "--disable-usage-stats"]  # fmt: skip
     return subprocess.Popen([ray_bin, "start", *args, *common], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=RAY_ENV)  # fmt: skip
+                            stderr=subprocess.STDOUT, start_new_session=True, env=RAY_ENV,
+                            preexec_fn=pinned(cores))  # fmt: skip
 
 
 def _wait_started(log: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -47,9 +56,17 @@ def _wait_started(log: Path, proc: subprocess.Popen, timeout: float = 90) -> Non
 
 @contextmanager
 def local_cluster(
-    log_dir: Path, nodes: int = 2, cpus: int = 1, store_bytes: int = 100_000_000
+    log_dir: Path,
+    nodes: int = 2,
+    cpus: int = 1,
+    store_bytes: int = 100_000_000,
+    cores: list[set[int]] | None = None,
 ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
-    """Yields ``(address, node processes)`` (the head first); every node is killed on exit."""
+    """Yields ``(address, node processes)`` (the head first); every node is killed on exit.
+
+    ``cores[i]``: the cores node ``i`` (its raylet, workers and their children) may run on, so
+    that a node's ``--num-cpus`` is also what it can really use (a benchmark of 2 nodes vs 1
+    on one machine); None: every core, for each node."""
     port = free_port()
     # A temp dir of its own: `ray start` writes its address to TEMP/ray_current_cluster, and a
     # plain ray.init() anywhere on this machine would otherwise join this cluster. Short, for
@@ -61,7 +78,7 @@ def local_cluster(
         for i in range(nodes):
             log = Path(log_dir) / f"ray-node{i}.log"
             procs.append(_start(head if i == 0 else [f"--address=127.0.0.1:{port}"], log, cpus,
-                                store_bytes))  # fmt: skip
+                                store_bytes, cores[i] if cores else None))  # fmt: skip
             _wait_started(log, procs[-1])
         yield f"127.0.0.1:{port}", procs
     finally:
