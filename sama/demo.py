@@ -1,9 +1,10 @@
 """``sama demo``: the whole job on built-in sample data, on CPU, in a few minutes.
 
 generate sample videos and edit pairs -> tiny random-weight models -> build clip shards ->
-build edit-pair shards into the same dataset -> validate -> report -> train stage 0 (image
-pairs + clips) -> train stage 1 (image + video pairs, from the stage-0 checkpoint). Every step goes through
-the same entry point as its ``sama`` subcommand; each prints where its output went.
+build edit-pair shards into the same dataset -> mark near-duplicate clips -> validate ->
+report -> train stage 0 (image pairs + clips) -> train stage 1 (image + video pairs, from the
+stage-0 checkpoint). Every step goes through the same entry point as its ``sama``
+subcommand; each prints where its output went.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def demo_main(argv: Sequence[str]) -> int:
                                                      f"input.uri={media / 'pairs' / 'pairs.jsonl'}",
                                                      f"output.uri={data}", *common])
     if built:
+        _step("dedup", "dedup", [str(data)])
         _step("validate", "validate", [str(data)])
         _step("report", "report", [str(data), "-o", str(out / "report.html"),
                                    "--vae", str(models / "wan")])
