@@ -36,6 +36,8 @@ import json
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlparse
@@ -401,3 +403,24 @@ def hub_env(hub: LocalHub, token: str) -> dict[str, str]:
 
 
 __all__ = ["LocalHub", "git_sha1", "hub_env"]
+
+
+@contextmanager
+def serving_hub(monkeypatch) -> Iterator[LocalHub]:
+    """A ``LocalHub`` that ``huggingface_hub`` (HfApi, ``hf://``) talks to, as ``HF_ENDPOINT``
+    would set it up; only 127.0.0.1 is reached (offline mode lifted for this test alone)."""
+    from huggingface_hub import HfFileSystem, constants
+
+    server = LocalHub()
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setenv("HF_TOKEN", "hf_fake")
+        HfFileSystem.clear_instance_cache()
+        yield server
+    finally:
+        HfFileSystem.clear_instance_cache()
+        server.close()

@@ -77,27 +77,16 @@ def test_a_broken_table_is_refused_with_the_fix(root, tmp_path):
 
 
 def test_published_folder_and_hf_root_skip_them_too(root, tmp_path, monkeypatch):
-    from huggingface_hub import HfApi, HfFileSystem, constants
+    from huggingface_hub import HfApi
 
-    from tests.hub_server import LocalHub
+    from tests.hub_server import serving_hub
 
     folder = write_folder(plan_publish(str(root), "me/dd"), tmp_path / "repo")
     assert (folder / "data" / "dedup").is_dir()
     assert epoch_ids(str(folder))[0] == KEPT
-    server = LocalHub()
-    try:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # only 127.0.0.1 is reached
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-        monkeypatch.setenv("HF_TOKEN", "hf_fake")
-        HfFileSystem.clear_instance_cache()
+    with serving_hub(monkeypatch) as server:
         api = HfApi(endpoint=server.url)
         api.create_repo("me/dd", repo_type="dataset")
         api.upload_folder(repo_id="me/dd", folder_path=folder, repo_type="dataset")
         ids, loader = epoch_ids("hf://datasets/me/dd", cache_dir=str(tmp_path / "cache"))
         assert ids == KEPT and loader.duplicates_skipped == 2
-    finally:
-        HfFileSystem.clear_instance_cache()
-        server.close()

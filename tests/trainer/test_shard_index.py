@@ -14,26 +14,15 @@ import pytest
 from sama.errors import ConfigError
 from tests.fakes import fake_provenance, make_fake_clip_rows, make_fake_pair_rows, write_fake_shard
 from tests.hostile import CASES, write_hostile_set
-from tests.hub_server import LocalHub
+from tests.hub_server import LocalHub, serving_hub
 from trainer.data import DataConfig, SourceConfig, StreamingLoader
 from trainer.shard_cache import ShardCache
 
 
 @pytest.fixture
 def local_hub(monkeypatch):
-    from huggingface_hub import HfFileSystem, constants
-
-    server = LocalHub()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # only 127.0.0.1 is reached
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)  # as HF_ENDPOINT would set both
-    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setenv("HF_TOKEN", "hf_fake")
-    HfFileSystem.clear_instance_cache()
-    yield server
-    HfFileSystem.clear_instance_cache()
-    server.close()
+    with serving_hub(monkeypatch) as server:
+        yield server
 
 
 def push(hub: LocalHub, folder: Path, repo: str = "me/ds") -> str:

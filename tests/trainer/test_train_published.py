@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.cli_tools import publish_main
 from tests.hostile import CASES, run_measured, write_hostile_set
-from tests.hub_server import LocalHub
+from tests.hub_server import serving_hub
 from tests.trainer.conftest import CONFIG_DIR, debug_overrides
 from tests.trainer.trainer_fixtures import tiny_provenance, write_train_shards
 from trainer.train import train_main
@@ -23,19 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def local_hub(monkeypatch):
-    from huggingface_hub import HfFileSystem, constants
-
-    server = LocalHub()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # only 127.0.0.1 is reached
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)  # as HF_ENDPOINT sets both
-    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setenv("HF_TOKEN", "hf_fake")
-    HfFileSystem.clear_instance_cache()
-    yield server
-    HfFileSystem.clear_instance_cache()
-    server.close()
+    with serving_hub(monkeypatch) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
