@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from datasets_spec import READABLE, RecordSpec, SchemaError, get_spec
 from datasets_spec.base import PROVENANCE_KEY, SPEC_KEY
 from datasets_spec.cells import MAX_TENSOR_BYTES
+from datasets_spec.dedup import DEDUP_V1, check_dedup_provenance
 from datasets_spec.provenance import check_provenance
 
 # The Hub dataset viewer refuses to read row groups above 300,000,000 uncompressed bytes
@@ -248,3 +249,21 @@ def tensor_bytes_problem(md: pq.FileMetaData, row_group: int, name: str, needed:
                 "than their shapes"
             )
     return None
+
+
+def check_dedup_footer(pf: pq.ParquetFile, limits: Limits = Limits()) -> tuple[dict, list[str]]:
+    """What a ``dedup/v1`` table file's footer says before any row is read: its provenance,
+    once the declared spec, the schema and the bounded provenance (how the marks were made)
+    pass (else ``SchemaError``), and the row-group problems (sizes beyond ``limits``), which
+    each reader reports its own way. ``sama validate`` and the trainer's loader share it."""
+    schema = pf.schema_arrow
+    spec = declared_spec(schema)
+    if spec is not DEDUP_V1:
+        raise SchemaError(f"declares {spec.id!r}, not {DEDUP_V1.id!r} (dedup/ holds dedup/v1 "
+                          "tables only)")  # fmt: skip
+    DEDUP_V1.validate(schema)
+    prov = parse_provenance((schema.metadata or {}).get(PROVENANCE_KEY), limits)
+    if prov is None:
+        raise SchemaError("no `sama.provenance` metadata: not written by `sama dedup`")
+    check_dedup_provenance(prov)
+    return prov, check_row_groups(pf.metadata, DEDUP_V1, limits)

@@ -18,10 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets_spec import DEDUP_V1, SchemaError
-from datasets_spec.base import PROVENANCE_KEY
-from datasets_spec.checks import Limits, check_row_groups, declared_spec, parse_provenance
-from datasets_spec.dedup import check_dedup_provenance
+from datasets_spec import SchemaError
+from datasets_spec.checks import Limits, check_dedup_footer
 from sama.errors import ConfigError
 from sama.shards import list_shards, url_to_fs
 from trainer.shard_cache import version_of
@@ -47,7 +45,9 @@ def load_marks(src: Any, i: int, limits: Limits = Limits()) -> Marks | None:
         try:
             with fs.open(path, "rb") as f:
                 pf = pq.ParquetFile(f)
-                _check_dedup_footer(pf, limits)
+                _, sizes = check_dedup_footer(pf, limits)
+                if sizes:
+                    raise SchemaError("; ".join(sizes))
                 col = pf.read(columns=["clip_id"]).column(0)
         except (SchemaError, pa.ArrowException, OSError, EOFError) as e:
             raise ConfigError(
@@ -57,18 +57,6 @@ def load_marks(src: Any, i: int, limits: Limits = Limits()) -> Marks | None:
         ids.update(x for x in col.to_pylist() if x is not None)
         files.append((uri, int(info.get("size") or 0), version_of(info)))
     return Marks(frozenset(ids), tuple(files)) if files else None
-
-
-def _check_dedup_footer(pf: pq.ParquetFile, limits: Limits) -> None:
-    schema = pf.schema_arrow
-    if declared_spec(schema) is not DEDUP_V1:
-        raise SchemaError(f"declares {declared_spec(schema).id!r}, not {DEDUP_V1.id!r}")
-    DEDUP_V1.validate(schema)
-    prov = parse_provenance((schema.metadata or {}).get(PROVENANCE_KEY), limits)
-    check_dedup_provenance(prov or {})
-    problems = check_row_groups(pf.metadata, DEDUP_V1, limits)
-    if problems:
-        raise SchemaError("; ".join(problems))
 
 
 def log_marks(sources: Sequence[Any], skip: bool, skipped: int) -> None:

@@ -21,9 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datasets_spec import DEDUP_V1, SchemaError
-from datasets_spec.base import PROVENANCE_KEY
-from datasets_spec.checks import Limits, check_row_groups, declared_spec, parse_provenance
-from datasets_spec.dedup import check_dedup_provenance
+from datasets_spec.checks import Limits, check_dedup_footer
 from sama.shards import list_shards, url_to_fs
 
 DEDUP_DIR = "dedup"  # ROOT/dedup/ (published: ROOT/data/dedup/)
@@ -126,20 +124,11 @@ def _read_file(
     fs, p = url_to_fs(path, fs)
     with fs.open(p, "rb") as f:
         pf = pq.ParquetFile(f)
-        schema = pf.schema_arrow
         try:
-            spec = declared_spec(schema)
-            if spec is not DEDUP_V1:
-                raise SchemaError(f"declares spec {spec.id!r}, but {DEDUP_DIR}/ holds dedup/v1")
-            DEDUP_V1.validate(schema)
-            prov = parse_provenance((schema.metadata or {}).get(PROVENANCE_KEY), limits)
-            if prov is None:
-                raise SchemaError("no `sama.provenance` metadata: not written by `sama dedup`")
-            check_dedup_provenance(prov)
+            prov, sizes = check_dedup_footer(pf, limits)
         except SchemaError as e:
             problems.append(("dedup", str(e), path))
             return None, None
-        sizes = check_row_groups(pf.metadata, DEDUP_V1, limits)
         if sizes:
             problems += [("row_group", m, path) for m in sizes]
             return prov, None
