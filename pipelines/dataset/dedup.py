@@ -172,8 +172,9 @@ def run_dedup(root: str, run: DedupRun | None = None, *, progress: bool = True) 
         rows = find_duplicates(ids, emb_ND.astype(np.float32), run.dedup, priority)
         prov = _provenance(run.dedup, len(ids), rows, prov_clips, shards)
         files = _write(fs, path, rows, prov)
+        written = {posixpath.basename(x) for x in files}
         for p in old:  # the new table is whole: now drop what it replaces
-            if posixpath.basename(p) not in {posixpath.basename(x) for x in files}:
+            if posixpath.basename(p) not in written:
                 fs.rm(url_to_fs(p)[1])
     return DedupResult(uri, len(ids), len(shards), len(rows), prov["groups"], run.dedup.threshold,
                        prov["method"], time.monotonic() - t0, files)  # fmt: skip
