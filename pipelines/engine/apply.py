@@ -23,9 +23,7 @@ the input's row count. ``FatalError`` (a wiring bug) still stops the task.
 
 from __future__ import annotations
 
-import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,44 +35,15 @@ from pipelines.engine.stage import (
     ERROR_COLUMNS,
     PARENT,
     Registry,
-    Row,
     Rows,
     Stage,
     check_rows,
+    internal_error,
     schema_for,
 )
-from sama.errors import ErrorKind, FatalError, SampleError
+from sama.errors import FatalError, SampleError
 
 _BINARY = (pa.types.is_large_binary, pa.types.is_binary)
-
-
-def describe_exception(e: BaseException) -> str:
-    """``Type: message (at file.py:123 in func)``: the traceback's last frame, for error rows."""
-    frames = traceback.extract_tb(e.__traceback__)
-    where = ""
-    if frames:
-        f = frames[-1]
-        where = f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name})"
-    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}{where}"
-
-
-def internal_error(e: BaseException, stage: str) -> SampleError:
-    print(f"sama build: {stage}: unexpected {describe_exception(e)}", file=sys.stderr, flush=True)
-    return SampleError(ErrorKind.INTERNAL_ERROR, describe_exception(e), stage=stage)
-
-
-def call_with_retries(fn: Callable[[Row], Row], row: Row, retries: int, stage: str) -> Row:
-    """``fn(row)``; unexpected exceptions are retried, then raised as ``internal_error``."""
-    for attempt in range(retries + 1):
-        try:
-            return fn(row)
-        except (SampleError, FatalError):
-            raise
-        except Exception as e:  # noqa: BLE001 - becomes an error row, never silent
-            if attempt == retries:
-                raise internal_error(e, stage) from e
-    raise AssertionError("unreachable")
 
 
 # ---- Arrow <-> rows ------------------------------------------------------------------------

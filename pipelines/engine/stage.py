@@ -22,6 +22,8 @@ can tell when an input is complete (``engine/resume.py``).
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from datasets_spec.base import Column
-from sama.errors import FatalError, SampleError
+from sama.errors import ErrorKind, FatalError, SampleError
 
 if TYPE_CHECKING:
     from pipelines.engine.config import StageResources
@@ -138,9 +140,7 @@ class Stage:
     def map_rows(self, rows: Rows, fn: Callable[[Row], Row]) -> Rows:
         """``fn(row) -> its outputs`` for each row; a ``SampleError`` makes an error row, any
         other exception is retried ``engine.input_retries`` times, then becomes an
-        ``internal_error`` row (``engine/apply.py``)."""
-        from pipelines.engine.apply import call_with_retries
-
+        ``internal_error`` row (``call_with_retries``)."""
         out = []
         for row in rows:
             try:
@@ -155,6 +155,36 @@ class Stage:
 
 def is_error(row: Row) -> bool:
     return row.get("error_kind") is not None
+
+
+# ---- unexpected exceptions ------------------------------------------------------------------
+def describe_exception(e: BaseException) -> str:
+    """``Type: message (at file.py:123 in func)``: the traceback's last frame, for error rows."""
+    frames = traceback.extract_tb(e.__traceback__)
+    where = ""
+    if frames:
+        f = frames[-1]
+        where = f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name})"
+    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}{where}"
+
+
+def internal_error(e: BaseException, stage: str) -> SampleError:
+    print(f"sama build: {stage}: unexpected {describe_exception(e)}", file=sys.stderr, flush=True)
+    return SampleError(ErrorKind.INTERNAL_ERROR, describe_exception(e), stage=stage)
+
+
+def call_with_retries(fn: Callable[[Row], Row], row: Row, retries: int, stage: str) -> Row:
+    """``fn(row)``; unexpected exceptions are retried, then raised as ``internal_error``."""
+    for attempt in range(retries + 1):
+        try:
+            return fn(row)
+        except (SampleError, FatalError):
+            raise
+        except Exception as e:  # noqa: BLE001 - becomes an error row, never silent
+            if attempt == retries:
+                raise internal_error(e, stage) from e
+    raise AssertionError("unreachable")
 
 
 # ---- checks --------------------------------------------------------------------------------

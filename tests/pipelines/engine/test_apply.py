@@ -18,8 +18,15 @@ import pyarrow as pa
 import pytest
 
 from datasets_spec.base import Column
-from pipelines.engine.apply import apply_stage, binary_array, binary_views, describe_exception
-from pipelines.engine.stage import PARENT, Row, Rows, Stage, registry_with_engine
+from pipelines.engine.apply import apply_stage, binary_array, binary_views
+from pipelines.engine.stage import (
+    PARENT,
+    Row,
+    Rows,
+    Stage,
+    describe_exception,
+    registry_with_engine,
+)
 from sama.errors import ErrorKind, FatalError, SampleError
 
 
