@@ -115,6 +115,15 @@ def _stored_embedding(sample: dict[str, Any], prompt: str) -> torch.Tensor | Non
     return None
 
 
+def free_memory() -> None:
+    """Return freed encoder memory: Python's references, then the CUDA cache."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class TextEmbedder:
     """Prompt embeddings for rows without stored ones: umT5 loaded on first use, LRU cache."""
 
@@ -128,8 +137,6 @@ class TextEmbedder:
     def release(self) -> None:
         """Free the encoder (umT5-XXL is ~11 GB); cached embeddings stay."""
         if self.encoder is not None:
-            from trainer.sampling import free_memory
-
             self.encoder = None
             free_memory()
 

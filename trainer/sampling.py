@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 
 from sama.config import check
+from trainer.inputs import free_memory, pad_text
 from trainer.losses import WAN_TIMESTEP_SCALE, semantic_velocity, shift_timesteps
 
 
@@ -111,15 +112,6 @@ def _velocity(model, x_BCTHW, s_BNS, t_B, branch: Conditioning, source_BCTHW, se
     return v.float(), sem
 
 
-def free_memory() -> None:
-    """Return freed encoder memory: Python's references, then the CUDA cache."""
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def frame_strip(rows: list[torch.Tensor], max_frames: int = 8):
     """Rows of uint8 frames ``[T, H, W, 3]`` -> one PIL image, ``max_frames`` columns at most.
 
@@ -206,8 +198,6 @@ class Validator:
         self, s: dict, text, device: torch.device
     ) -> tuple[Conditioning, Conditioning]:
         """Prompt and negative prompt, each padded to ``text_pad_tokens`` as in training."""
-        from trainer.inputs import pad_text
-
         neg = text.embed([self.cfg.negative_prompt])[0]
         embed = s["text_embed"] if s["text_embed"] is not None else text.embed([s["prompt"]])[0]
         cond = Conditioning(*[x.to(device) for x in pad_text([embed], self.text_pad_tokens)])
